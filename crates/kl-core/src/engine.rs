@@ -1,0 +1,339 @@
+//! The lookup engine: one request per distinct indicator, bounded
+//! concurrency, retries with backoff, a stop on fatal statuses, and a
+//! deadline.
+//!
+//! Adapters hand the engine raw indicator values and get one [`Outcome`] per
+//! value back. The engine is the only place that decides whether a request is
+//! sent, so quota rules hold for every adapter and every backend.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{OnceCell, Semaphore};
+use tokio::time::Instant;
+
+use crate::backend::{Answer, Backend, FailureKind};
+use crate::config::Config;
+use crate::error::Error;
+use crate::function::Function;
+use crate::indicator::{Indicator, IndicatorError};
+
+/// What became of one lookup. Cheap to clone: the data is shared.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The API's answer (a JSON object of sections).
+    Data(Arc<serde_json::Value>),
+    /// Nothing is known about the object: Grey.
+    NotFound,
+    /// Deliberately not looked up (a private address, say); the reason.
+    Skipped(String),
+    /// The lookup failed or the indicator is invalid; a short reason.
+    Failed(String),
+}
+
+impl Outcome {
+    /// The outcome for an indicator field holding something other than a string.
+    pub fn not_a_string(function: Function, value: &serde_json::Value) -> Outcome {
+        Outcome::Failed(
+            IndicatorError::not_a_string(function.object(), crate::backend::json_type(value))
+                .to_string(),
+        )
+    }
+}
+
+/// Tuning of the engine. [`EngineOptions::from_config`] gives the configured values.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Requests in flight, at most.
+    pub concurrency: usize,
+    /// Tries in all for a transient failure (1 = no retry).
+    pub tries: u32,
+    /// Send private and reserved IPv4 addresses too.
+    pub lookup_private_ips: bool,
+    /// First backoff delay; doubled per try, with jitter.
+    pub backoff_base: Duration,
+    /// Longest backoff delay.
+    pub backoff_cap: Duration,
+    /// Longest wait a `Retry-After` may impose.
+    pub retry_after_cap: Duration,
+    /// Time allowed for the whole run, counted from the engine's creation.
+    /// Lookups still unanswered then fail. `None`: no run deadline.
+    pub deadline: Option<Duration>,
+    /// Finished lookups remembered for reuse, at most (bounds memory on streams).
+    pub memo_limit: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            concurrency: 8,
+            tries: 3,
+            lookup_private_ips: false,
+            backoff_base: Duration::from_millis(500),
+            backoff_cap: Duration::from_secs(8),
+            retry_after_cap: Duration::from_secs(60),
+            deadline: None,
+            memo_limit: 100_000,
+        }
+    }
+}
+
+impl EngineOptions {
+    pub fn from_config(c: &Config) -> EngineOptions {
+        EngineOptions {
+            concurrency: c.concurrency,
+            tries: c.retries,
+            lookup_private_ips: c.lookup_private_ips,
+            deadline: Some(c.deadline),
+            ..EngineOptions::default()
+        }
+    }
+}
+
+/// Counters of one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Requests sent to the backend, retries included.
+    pub requests: u64,
+    /// Lookups answered from an earlier lookup of the same indicator in this run.
+    pub reused: u64,
+    /// Retries after transient failures.
+    pub retries: u64,
+    /// Lookups that ended in a failure (invalid indicators included).
+    pub errors: u64,
+    /// Lookups skipped by policy.
+    pub skipped: u64,
+    /// The most requests that were in flight at once.
+    pub max_in_flight: u64,
+}
+
+type Key = (Function, Indicator);
+
+/// The lookup engine. Clones share everything (counters, in-flight lookups).
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    backend: Arc<dyn Backend>,
+    opts: EngineOptions,
+    permits: Semaphore,
+    /// The reason the run stopped (401/403), once it has.
+    fatal: OnceLock<String>,
+    memo: Mutex<HashMap<Key, Arc<OnceCell<Outcome>>>>,
+    deadline: Option<Instant>,
+    requests: AtomicU64,
+    reused: AtomicU64,
+    retries: AtomicU64,
+    errors: AtomicU64,
+    skipped: AtomicU64,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+impl Engine {
+    pub fn new(backend: Arc<dyn Backend>, opts: EngineOptions) -> Engine {
+        let deadline = opts.deadline.map(|d| Instant::now() + d);
+        Engine {
+            inner: Arc::new(Inner {
+                backend,
+                permits: Semaphore::new(opts.concurrency.max(1)),
+                opts,
+                fatal: OnceLock::new(),
+                memo: Mutex::new(HashMap::new()),
+                deadline,
+                requests: AtomicU64::new(0),
+                reused: AtomicU64::new(0),
+                retries: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                skipped: AtomicU64::new(0),
+                in_flight: AtomicUsize::new(0),
+                max_in_flight: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> Stats {
+        let i = &self.inner;
+        Stats {
+            requests: i.requests.load(Ordering::Relaxed),
+            reused: i.reused.load(Ordering::Relaxed),
+            retries: i.retries.load(Ordering::Relaxed),
+            errors: i.errors.load(Ordering::Relaxed),
+            skipped: i.skipped.load(Ordering::Relaxed),
+            max_in_flight: i.max_in_flight.load(Ordering::Relaxed) as u64,
+        }
+    }
+
+    /// Looks up every value of a batch; the result is aligned with `raws`.
+    ///
+    /// Each distinct (function, normalised indicator) is fetched once, the
+    /// distinct lookups running concurrently up to the configured limit.
+    pub async fn lookup_batch(&self, function: Function, raws: &[&str]) -> Vec<Outcome> {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut slots: HashMap<&str, usize> = HashMap::new();
+        let mut order = Vec::with_capacity(raws.len());
+        for raw in raws {
+            let next = slots.len();
+            let slot = *slots.entry(raw).or_insert_with(|| {
+                let engine = self.clone();
+                let raw = raw.to_string();
+                tasks.spawn(async move { (next, engine.lookup(function, &raw).await) });
+                next
+            });
+            order.push(slot);
+        }
+        let mut results: Vec<Option<Outcome>> = vec![None; slots.len()];
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((slot, outcome)) => results[slot] = Some(outcome),
+                Err(e) => tracing::error!("a lookup task failed: {e}"),
+            }
+        }
+        order
+            .into_iter()
+            .map(|slot| {
+                results[slot]
+                    .clone()
+                    .unwrap_or_else(|| Outcome::Failed("internal error".to_owned()))
+            })
+            .collect()
+    }
+
+    /// Looks up one raw value: validate, apply policy, then fetch once.
+    ///
+    /// Concurrent callers asking for the same indicator share one request.
+    pub async fn lookup(&self, function: Function, raw: &str) -> Outcome {
+        let inner = &self.inner;
+        let indicator = match Indicator::parse(function.object(), raw) {
+            Ok(i) => i,
+            Err(e) => {
+                inner.errors.fetch_add(1, Ordering::Relaxed);
+                return Outcome::Failed(e.to_string());
+            }
+        };
+        if indicator.is_private_or_reserved() && !inner.opts.lookup_private_ips {
+            inner.skipped.fetch_add(1, Ordering::Relaxed);
+            return Outcome::Skipped("private or reserved address".to_owned());
+        }
+        let cell = {
+            let mut memo = inner.memo.lock().unwrap_or_else(|p| p.into_inner());
+            if memo.len() >= inner.opts.memo_limit {
+                memo.retain(|_, cell| !cell.initialized());
+            }
+            memo.entry((function, indicator.clone()))
+                .or_default()
+                .clone()
+        };
+        let mut ran = false;
+        let outcome = cell
+            .get_or_init(|| {
+                ran = true;
+                self.fetch(function, &indicator)
+            })
+            .await
+            .clone();
+        if !ran {
+            inner.reused.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    async fn fetch(&self, function: Function, indicator: &Indicator) -> Outcome {
+        let fut = self.fetch_with_retries(function, indicator);
+        let outcome = match self.inner.deadline {
+            Some(at) => match tokio::time::timeout_at(at, fut).await {
+                Ok(o) => o,
+                Err(_) => Outcome::Failed(format!(
+                    "run deadline of {}s exceeded",
+                    self.inner.opts.deadline.unwrap_or_default().as_secs()
+                )),
+            },
+            None => fut.await,
+        };
+        if matches!(outcome, Outcome::Failed(_)) {
+            self.inner.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    async fn fetch_with_retries(&self, function: Function, indicator: &Indicator) -> Outcome {
+        let inner = &self.inner;
+        let tries = inner.opts.tries.max(1);
+        let mut attempt = 1;
+        loop {
+            let result = {
+                let _permit = match inner.permits.acquire().await {
+                    Ok(p) => p,
+                    Err(_) => return Outcome::Failed("engine closed".to_owned()),
+                };
+                if let Some(reason) = inner.fatal.get() {
+                    return Outcome::Failed(format!("not sent: {reason} earlier in this run"));
+                }
+                let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                inner.max_in_flight.fetch_max(now, Ordering::SeqCst);
+                inner.requests.fetch_add(1, Ordering::Relaxed);
+                let r = inner.backend.fetch(function, indicator).await;
+                inner.in_flight.fetch_sub(1, Ordering::SeqCst);
+                r
+            };
+            let err = match result {
+                Ok(Answer::Data(v)) => return Outcome::Data(Arc::new(v)),
+                Ok(Answer::NotFound) => return Outcome::NotFound,
+                Err(e) => e,
+            };
+            match err.kind() {
+                FailureKind::Fatal => {
+                    let reason = err.to_string();
+                    tracing::error!("{reason}: no further requests in this run");
+                    let _ = inner.fatal.set(reason.clone());
+                    return Outcome::Failed(reason);
+                }
+                FailureKind::Permanent => return Outcome::Failed(err.to_string()),
+                FailureKind::Transient if attempt >= tries => {
+                    return Outcome::Failed(final_message(&err, tries));
+                }
+                FailureKind::Transient => {
+                    let delay = self.backoff(attempt, &err);
+                    tracing::debug!(
+                        function = function.name(),
+                        indicator = indicator.as_str(),
+                        attempt,
+                        "transient failure ({err}); next try in {delay:?}"
+                    );
+                    inner.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Exponential backoff with jitter and a cap; a `Retry-After` wins, up to its cap.
+    fn backoff(&self, attempt: u32, err: &Error) -> Duration {
+        let o = &self.inner.opts;
+        if let Some(ra) = err.retry_after() {
+            return ra.min(o.retry_after_cap);
+        }
+        let exp = o
+            .backoff_base
+            .saturating_mul(1 << (attempt - 1).min(16))
+            .min(o.backoff_cap);
+        exp.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
+fn final_message(err: &Error, tries: u32) -> String {
+    if tries <= 1 {
+        return err.to_string();
+    }
+    match err {
+        Error::Status { status, .. } => format!("HTTP {status} after {tries} tries"),
+        other => format!("{other} (after {tries} tries)"),
+    }
+}

@@ -1,0 +1,34 @@
+//! The Kaspersky Threat Intelligence Portal side of kl.
+//!
+//! This crate knows how to turn a raw indicator taken from an event into a
+//! validated [`Indicator`], how to ask the TIP API (or a directory of recorded
+//! answers) about it, and how to do that for a whole batch without spending
+//! quota twice on the same object ([`Engine`]).
+//!
+//! It never knows about `$KL` field names: mapping an answer to fields is
+//! `kl-schema`'s job, and reading or writing events is the adapters' job.
+//! Credentials never leave this crate in printable form: every type holding
+//! one redacts it in `Debug` and `Display`.
+
+mod backend;
+mod config;
+mod engine;
+mod error;
+mod function;
+mod http;
+mod indicator;
+mod replay;
+mod secret;
+mod tls;
+mod zone;
+
+pub use backend::{Answer, Backend, FailureKind, LookupFailure, json_type};
+pub use config::{CacheSetting, Config, ConfigError, Credentials, DEFAULT_API_URL};
+pub use engine::{Engine, EngineOptions, Outcome, Stats};
+pub use error::Error;
+pub use function::Function;
+pub use http::{HttpBackend, HttpBackendBuilder};
+pub use indicator::{HashKind, Indicator, IndicatorError, ObjectKind};
+pub use replay::ReplayBackend;
+pub use secret::Secret;
+pub use zone::Zone;

@@ -1,0 +1,184 @@
+//! `kl-dnif`: the DNIF lookup adapter.
+//!
+//! Reads DNIF's `inward_array` (a JSON array of event objects) on stdin and
+//! writes the same array on stdout, each event that holds FIELD enriched with
+//! the `$KL` fields of FUNCTION. Per-event failures are `$KLError` fields;
+//! the exit status is 2 only for usage, config and input errors, and then
+//! nothing is written on stdout.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use kl_core::{Config, Engine, EngineOptions, Function, HttpBackend, Outcome};
+use serde_json::{Map, Value};
+
+/// Enrich DNIF events with Kaspersky Threat Intelligence Portal lookups.
+#[derive(Debug, Parser)]
+#[command(name = "kl-dnif", version, about, long_about = None)]
+struct Args {
+    /// The config file (dnifconfig.yml format). Default: $KL_CONFIG, then
+    /// dnifconfig.yml in the plugin folder (beside bin/), then in the current folder.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// The lookup: get_ip_report, get_ip_report_file, get_url_report,
+    /// get_url_report_file, get_domain_report, get_domain_report_file or get_hash_report.
+    function: Function,
+    /// The event key holding the indicator, such as $SrcIP.
+    field: String,
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kl-dnif: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let field = args.field.trim().to_owned();
+    if field.is_empty() {
+        bail!("FIELD is empty; name the event key that holds the indicator, such as $SrcIP");
+    }
+    let config_path = find_config(args.config.as_deref())?;
+    let config = Config::load(config_path.as_deref()).context("configuration")?;
+    let backend = HttpBackend::from_config(&config).context("configuration")?;
+
+    let mut input = String::new();
+    io::stdin()
+        .read_to_string(&mut input)
+        .context("cannot read stdin")?;
+    let mut events = parse_events(&input)?;
+    drop(input);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let engine = Engine::new(Arc::new(backend), EngineOptions::from_config(&config));
+    runtime.block_on(enrich(&engine, args.function, &field, &mut events));
+    let s = engine.stats();
+    tracing::debug!(
+        events = events.len(),
+        requests = s.requests,
+        reused = s.reused,
+        retries = s.retries,
+        errors = s.errors,
+        skipped = s.skipped,
+        max_in_flight = s.max_in_flight,
+        "done"
+    );
+    write_events(&events)
+}
+
+/// The config file: `--config`, else `$KL_CONFIG`, else `dnifconfig.yml` in
+/// the plugin folder (the parent of `bin/`), else in the current folder.
+/// `None` when none exists: then the environment alone must configure kl.
+fn find_config(given: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(p) = given {
+        if !p.is_file() {
+            bail!("configuration: config file {} does not exist", p.display());
+        }
+        return Ok(Some(p.to_path_buf()));
+    }
+    if let Some(p) = std::env::var_os("KL_CONFIG") {
+        return Ok(Some(PathBuf::from(p)));
+    }
+    let beside_plugin = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(|dir| dir.join("dnifconfig.yml")));
+    Ok(beside_plugin
+        .into_iter()
+        .chain([PathBuf::from("dnifconfig.yml")])
+        .find(|p| p.is_file()))
+}
+
+fn parse_events(input: &str) -> anyhow::Result<Vec<Map<String, Value>>> {
+    if input.trim().is_empty() {
+        bail!("stdin is empty; expected a JSON array of event objects");
+    }
+    let value: Value = serde_json::from_str(input)
+        .context("stdin is not valid JSON; expected a JSON array of event objects")?;
+    let Value::Array(items) = value else {
+        bail!(
+            "stdin must be a JSON array of event objects, found {}",
+            kl_core::json_type(&value)
+        );
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::Object(map) => Ok(map),
+            other => bail!(
+                "stdin must be a JSON array of event objects, but element {i} is {}",
+                kl_core::json_type(&other)
+            ),
+        })
+        .collect()
+}
+
+/// Looks up every event's own indicator and adds its fields to it.
+async fn enrich(
+    engine: &Engine,
+    function: Function,
+    field: &str,
+    events: &mut [Map<String, Value>],
+) {
+    let texts: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.get(field)?.as_str())
+        .collect();
+    let mut answers = engine.lookup_batch(function, &texts).await.into_iter();
+    let outcomes: Vec<Option<Outcome>> = events
+        .iter()
+        .map(|e| match e.get(field)? {
+            Value::String(_) => answers.next(),
+            other => Some(Outcome::not_a_string(function, other)),
+        })
+        .collect();
+    for (event, outcome) in events.iter_mut().zip(outcomes) {
+        if let Some(outcome) = outcome {
+            for f in kl_schema::render(function, &outcome) {
+                event.insert(f.name, f.value);
+            }
+        }
+    }
+}
+
+fn write_events(events: &[Map<String, Value>]) -> anyhow::Result<()> {
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let result = serde_json::to_writer(&mut out, events)
+        .map_err(io::Error::from)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write stdout"),
+    }
+}
