@@ -17,11 +17,7 @@ pub struct Field {
 
 impl Field {
     fn new(name: impl Into<String>, snake: impl Into<String>, value: Value) -> Field {
-        Field {
-            name: name.into(),
-            snake: snake.into(),
-            value,
-        }
+        Field { name: name.into(), snake: snake.into(), value }
     }
 }
 
@@ -40,25 +36,13 @@ pub fn render(function: Function, outcome: &Outcome) -> Vec<Field> {
             if fields.is_empty() { grey() } else { fields }
         }
         Outcome::NotFound => grey(),
-        Outcome::Skipped(reason) => vec![Field::new(
-            SKIPPED_FIELD,
-            "skipped",
-            Value::from(reason.as_str()),
-        )],
-        Outcome::Failed(reason) => vec![Field::new(
-            ERROR_FIELD,
-            "error",
-            Value::from(reason.as_str()),
-        )],
+        Outcome::Skipped(reason) => vec![Field::new(SKIPPED_FIELD, "skipped", Value::from(reason.as_str()))],
+        Outcome::Failed(reason) => vec![Field::new(ERROR_FIELD, "error", Value::from(reason.as_str()))],
     }
 }
 
 fn grey() -> Vec<Field> {
-    vec![Field::new(
-        ZONE_FIELD,
-        "zone",
-        Value::from(Zone::Grey.as_str()),
-    )]
+    vec![Field::new(ZONE_FIELD, "zone", Value::from(Zone::Grey.as_str()))]
 }
 
 /// Maps `response` through the table of `function`, in table order.
@@ -80,11 +64,8 @@ pub fn flatten(function: Function, response: &Value) -> Vec<Field> {
 }
 
 fn apply(spec: &FieldSpec, root: &Value) -> Vec<Field> {
-    let single = |v: Option<Value>| {
-        v.map(|v| Field::new(format!("$KL{}", spec.kl), spec.snake, v))
-            .into_iter()
-            .collect()
-    };
+    let single =
+        |v: Option<Value>| v.map(|v| Field::new(format!("$KL{}", spec.kl), spec.snake, v)).into_iter().collect();
     match spec.kind {
         Kind::Scalar { path } => single(get(root, path).and_then(scalar)),
         Kind::Zone { path } => single(get(root, path).and_then(zone)),
@@ -93,11 +74,7 @@ fn apply(spec: &FieldSpec, root: &Value) -> Vec<Field> {
         Kind::Range { path, start, end } => {
             let net = get(root, path);
             let end_of = |keys| net.and_then(|n| first_present(n, keys)).and_then(range_end);
-            single(
-                end_of(start)
-                    .zip(end_of(end))
-                    .map(|(s, e)| Value::from(format!("{s}-{e}"))),
-            )
+            single(end_of(start).zip(end_of(end)).map(|(s, e)| Value::from(format!("{s}-{e}"))))
         }
         Kind::Count { path, item } => {
             let mut seen = Vec::new();
@@ -115,8 +92,7 @@ fn apply(spec: &FieldSpec, root: &Value) -> Vec<Field> {
 
 /// Walks object keys; anything that is not an object on the way gives `None`.
 fn get<'a>(root: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter()
-        .try_fold(root, |v, key| v.as_object()?.get(*key))
+    path.iter().try_fold(root, |v, key| v.as_object()?.get(*key))
 }
 
 /// A value worth a field: not null, not an empty string or list, not an object.
@@ -151,18 +127,12 @@ fn range_end(v: &Value) -> Option<String> {
 }
 
 fn first_present<'a>(record: &'a Value, keys: &[&str]) -> Option<&'a Value> {
-    keys.iter()
-        .filter_map(|k| record.get(*k))
-        .find(|v| !v.is_null())
+    keys.iter().filter_map(|k| record.get(*k)).find(|v| !v.is_null())
 }
 
 /// The object records of the array at `path`; nothing when it is not an array.
 fn records<'a>(root: &'a Value, path: &[&str]) -> impl Iterator<Item = &'a Value> {
-    get(root, path)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|r| r.is_object())
+    get(root, path).and_then(Value::as_array).into_iter().flatten().filter(|r| r.is_object())
 }
 
 fn push_unique(list: &mut Vec<Value>, v: Value) {
@@ -177,15 +147,12 @@ fn list(root: &Value, path: &[&str], item: Option<&[&str]>, union: bool) -> Opti
     for element_or_record in array {
         let v = match item {
             None => Some(element_or_record),
-            Some(keys) => element_or_record
-                .as_object()
-                .and_then(|_| first_present(element_or_record, keys)),
+            Some(keys) => element_or_record.as_object().and_then(|_| first_present(element_or_record, keys)),
         };
         match v {
-            Some(Value::Array(inner)) if union => inner
-                .iter()
-                .filter_map(element)
-                .for_each(|e| push_unique(&mut out, e)),
+            Some(Value::Array(inner)) if union => {
+                inner.iter().filter_map(element).for_each(|e| push_unique(&mut out, e))
+            }
             Some(v) => {
                 if let Some(e) = element(v) {
                     push_unique(&mut out, e);
@@ -228,10 +195,7 @@ fn contacts(root: &Value, path: &[&str], attrs: &[&str]) -> Vec<Field> {
     let mut out = Vec::new();
     let mut roles = HashSet::new();
     for contact in records(root, path) {
-        let Some(words) = first_present(contact, ROLE_KEYS)
-            .and_then(Value::as_str)
-            .map(role_words)
-        else {
+        let Some(words) = first_present(contact, ROLE_KEYS).and_then(Value::as_str).map(role_words) else {
             continue;
         };
         if words.is_empty() {
@@ -241,18 +205,10 @@ fn contacts(root: &Value, path: &[&str], attrs: &[&str]) -> Vec<Field> {
         if !roles.insert(role.clone()) {
             continue; // the first contact of a role wins
         }
-        let role_snake = words
-            .iter()
-            .map(|w| w.to_ascii_lowercase())
-            .collect::<Vec<_>>()
-            .join("_");
+        let role_snake = words.iter().map(|w| w.to_ascii_lowercase()).collect::<Vec<_>>().join("_");
         for attr in attrs {
             if let Some(v) = contact.get(*attr).and_then(scalar) {
-                out.push(Field::new(
-                    format!("$KL{role}{attr}"),
-                    format!("{role_snake}_{}", snake_case(attr)),
-                    v,
-                ));
+                out.push(Field::new(format!("$KL{role}{attr}"), format!("{role_snake}_{}", snake_case(attr)), v));
             }
         }
     }
@@ -261,18 +217,13 @@ fn contacts(root: &Value, path: &[&str], attrs: &[&str]) -> Vec<Field> {
 
 /// Splits a role into words at anything that is not an ASCII letter or digit.
 fn role_words(role: &str) -> Vec<String> {
-    role.split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_owned)
-        .collect()
+    role.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_owned).collect()
 }
 
 fn title_case(word: &str) -> String {
     let mut chars = word.chars();
     match chars.next() {
-        Some(first) => {
-            first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase()
-        }
+        Some(first) => first.to_ascii_uppercase().to_string() + &chars.as_str().to_ascii_lowercase(),
         None => String::new(),
     }
 }
@@ -311,15 +262,9 @@ mod tests {
             "IpWhoIs": "broken"
         });
         let f = flatten(Function::IpReport, &r);
-        assert_eq!(
-            names(&f),
-            ["$KLHits", "$KLHasAdvancedPersistThreat", "$KLCountryCode"]
-        );
+        assert_eq!(names(&f), ["$KLHits", "$KLHasAdvancedPersistThreat", "$KLCountryCode"]);
         assert_eq!(value(&f, "$KLHits"), Some(&json!(0)));
-        assert_eq!(
-            value(&f, "$KLHasAdvancedPersistThreat"),
-            Some(&json!(false))
-        );
+        assert_eq!(value(&f, "$KLHasAdvancedPersistThreat"), Some(&json!(false)));
     }
 
     #[test]
@@ -331,14 +276,8 @@ mod tests {
             {"Domain": null}, "garbage", 7
         ]});
         let f = flatten(Function::IpReport, &r);
-        assert_eq!(
-            value(&f, "$KLIPDNSResolustionsDomains"),
-            Some(&json!(["b.example", "a.example"]))
-        );
-        assert_eq!(
-            value(&f, "$KLIPDNSResolustionsCategories"),
-            Some(&json!(["C2", "MALWARE", "PHISHING"]))
-        );
+        assert_eq!(value(&f, "$KLIPDNSResolustionsDomains"), Some(&json!(["b.example", "a.example"])));
+        assert_eq!(value(&f, "$KLIPDNSResolustionsCategories"), Some(&json!(["C2", "MALWARE", "PHISHING"])));
     }
 
     #[test]
@@ -349,24 +288,15 @@ mod tests {
         let new = json!({"IpWhoIs": {"Net": {"RangeStart": "1.0.0.0", "RangeEnd": "1.0.0.255"},
                                       "Asn": [{"Number": 13335, "Description": ["CLOUDFLARENET", "Cloudflare"]}],
                                       "Contacts": [{"ContactType": "owner", "Email": "a@x"}]}});
-        let (o, n) = (
-            flatten(Function::IpReport, &old),
-            flatten(Function::IpReport, &new),
-        );
+        let (o, n) = (flatten(Function::IpReport, &old), flatten(Function::IpReport, &new));
         for f in [&o, &n] {
             assert_eq!(value(f, "$KLIPRange"), Some(&json!("1.0.0.0-1.0.0.255")));
             assert_eq!(value(f, "$KLASN"), Some(&json!([13335])));
             assert_eq!(value(f, "$KLOwnerEmail"), Some(&json!("a@x")));
         }
-        assert_eq!(
-            value(&n, "$KLASDescription"),
-            Some(&json!(["CLOUDFLARENET", "Cloudflare"]))
-        );
+        assert_eq!(value(&n, "$KLASDescription"), Some(&json!(["CLOUDFLARENET", "Cloudflare"])));
         let half = json!({"IpWhoIs": {"Net": {"RangeStart": "1.0.0.0"}}});
-        assert_eq!(
-            value(&flatten(Function::IpReport, &half), "$KLIPRange"),
-            None
-        );
+        assert_eq!(value(&flatten(Function::IpReport, &half), "$KLIPRange"), None);
     }
 
     #[test]
@@ -377,10 +307,7 @@ mod tests {
             {"Md5": "N1"}, {"Md5": "", "Zone": "Red"}
         ]});
         let f = flatten(Function::IpReportFile, &r);
-        assert_eq!(
-            names(&f),
-            ["$KLRedMd5", "$KLOrangeMd5", "$KLGreyMd5", "$KLGreenMd5"]
-        );
+        assert_eq!(names(&f), ["$KLRedMd5", "$KLOrangeMd5", "$KLGreyMd5", "$KLGreenMd5"]);
         assert_eq!(value(&f, "$KLRedMd5"), Some(&json!(["R1"])));
         assert_eq!(f[0].snake, "red_downloaded_files_md5");
     }
@@ -394,14 +321,7 @@ mod tests {
             {"Email": "norole@x"}
         ]}});
         let f = flatten(Function::DomainReport, &r);
-        assert_eq!(
-            names(&f),
-            [
-                "$KLTechContactEmail",
-                "$KLTechContactName",
-                "$KLRegistrantCountryCode"
-            ]
-        );
+        assert_eq!(names(&f), ["$KLTechContactEmail", "$KLTechContactName", "$KLRegistrantCountryCode"]);
         assert_eq!(value(&f, "$KLTechContactEmail"), Some(&json!("first@x")));
         assert_eq!(f[2].snake, "registrant_country_code");
     }
@@ -411,10 +331,7 @@ mod tests {
         let r = json!({"DomainWhoIsInfo": {"Registrar": {"Email": "abuse@registrar"},
                        "Contacts": [{"ContactType": "registrar", "Email": "other@x"}]}});
         let f = flatten(Function::DomainReport, &r);
-        assert_eq!(
-            value(&f, "$KLRegistrarEmail"),
-            Some(&json!("abuse@registrar"))
-        );
+        assert_eq!(value(&f, "$KLRegistrarEmail"), Some(&json!("abuse@registrar")));
         assert_eq!(f.len(), 1);
     }
 
@@ -424,10 +341,7 @@ mod tests {
         let f = flatten(Function::DomainReport, &r);
         assert_eq!(value(&f, "$KLSubdomainsFilesCount"), Some(&json!(2)));
         assert_eq!(
-            value(
-                &flatten(Function::DomainReport, &json!({"Subdomains": []})),
-                "$KLSubdomainsFilesCount"
-            ),
+            value(&flatten(Function::DomainReport, &json!({"Subdomains": []})), "$KLSubdomainsFilesCount"),
             None
         );
     }
@@ -436,55 +350,23 @@ mod tests {
     fn render_outcomes() {
         let grey = vec![Field::new("$KLZone", "zone", json!("Grey"))];
         assert_eq!(render(Function::IpReport, &Outcome::NotFound), grey);
-        let only_license = Outcome::Data(std::sync::Arc::new(
-            json!({"LicenseInfo": {"DayRequests": 1}}),
-        ));
+        let only_license = Outcome::Data(std::sync::Arc::new(json!({"LicenseInfo": {"DayRequests": 1}})));
         assert_eq!(render(Function::IpReport, &only_license), grey);
+        assert_eq!(render(Function::HashReport, &Outcome::Data(std::sync::Arc::new(json!({})))), grey);
         assert_eq!(
-            render(
-                Function::HashReport,
-                &Outcome::Data(std::sync::Arc::new(json!({})))
-            ),
-            grey
-        );
-        assert_eq!(
-            render(
-                Function::IpReport,
-                &Outcome::Failed("timeout after 30s".into())
-            ),
+            render(Function::IpReport, &Outcome::Failed("timeout after 30s".into())),
             vec![Field::new("$KLError", "error", json!("timeout after 30s"))]
         );
         assert_eq!(
-            names(&render(
-                Function::IpReport,
-                &Outcome::Skipped("private or reserved address".into())
-            )),
+            names(&render(Function::IpReport, &Outcome::Skipped("private or reserved address".into()))),
             ["$KLSkipped"]
         );
     }
 
     #[test]
     fn zone_is_canonical() {
-        assert_eq!(
-            value(
-                &flatten(Function::UrlReport, &json!({"Zone": "gray"})),
-                "$KLZone"
-            ),
-            Some(&json!("Grey"))
-        );
-        assert_eq!(
-            value(
-                &flatten(Function::UrlReport, &json!({"Zone": "Teal"})),
-                "$KLZone"
-            ),
-            Some(&json!("Teal"))
-        );
-        assert_eq!(
-            value(
-                &flatten(Function::UrlReport, &json!({"Zone": 3})),
-                "$KLZone"
-            ),
-            None
-        );
+        assert_eq!(value(&flatten(Function::UrlReport, &json!({"Zone": "gray"})), "$KLZone"), Some(&json!("Grey")));
+        assert_eq!(value(&flatten(Function::UrlReport, &json!({"Zone": "Teal"})), "$KLZone"), Some(&json!("Teal")));
+        assert_eq!(value(&flatten(Function::UrlReport, &json!({"Zone": 3})), "$KLZone"), None);
     }
 }

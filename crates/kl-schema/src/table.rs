@@ -14,39 +14,20 @@ pub enum Kind {
     /// `path` leads to an array. With `item`, each element is a record and
     /// the value is its first present key of `item`; without, the elements
     /// are the values.
-    List {
-        path: &'static [&'static str],
-        item: Option<&'static [&'static str]>,
-    },
+    List { path: &'static [&'static str], item: Option<&'static [&'static str]> },
     /// As `List`, but a record's value may itself be a list, whose elements
     /// are merged in (the union of the records' lists).
-    Union {
-        path: &'static [&'static str],
-        item: &'static [&'static str],
-    },
+    Union { path: &'static [&'static str], item: &'static [&'static str] },
     /// One list field per zone colour: `$KL{Zone}<suffix>`, records split
     /// by their `Zone`.
-    ZoneFamily {
-        path: &'static [&'static str],
-        item: &'static str,
-    },
+    ZoneFamily { path: &'static [&'static str], item: &'static str },
     /// One field per WHOIS contact role and attribute: `$KL{Role}{Attr}`.
-    Contacts {
-        path: &'static [&'static str],
-        attrs: &'static [&'static str],
-    },
+    Contacts { path: &'static [&'static str], attrs: &'static [&'static str] },
     /// `start-end` from the object at `path`, only when both ends exist.
-    Range {
-        path: &'static [&'static str],
-        start: &'static [&'static str],
-        end: &'static [&'static str],
-    },
+    Range { path: &'static [&'static str], start: &'static [&'static str], end: &'static [&'static str] },
     /// The number of distinct values of `item` in the array at `path`;
     /// absent when 0.
-    Count {
-        path: &'static [&'static str],
-        item: &'static str,
-    },
+    Count { path: &'static [&'static str], item: &'static str },
 }
 
 /// The keys that name a WHOIS contact's role, the first present winning.
@@ -94,12 +75,7 @@ pub const SKIPPED_FIELD: &str = "$KLSkipped";
 
 macro_rules! row {
     ($kl:literal, $snake:literal, $kind:expr, $desc:literal) => {
-        FieldSpec {
-            kl: $kl,
-            snake: $snake,
-            kind: $kind,
-            description: $desc,
-        }
+        FieldSpec { kl: $kl, snake: $snake, kind: $kind, description: $desc }
     };
 }
 
@@ -110,33 +86,15 @@ const fn scalar(path: &'static [&'static str]) -> Kind {
 }
 
 const IP_REPORT: &[FieldSpec] = &[
-    row!(
-        "Zone",
-        "zone",
-        Zone { path: &["Zone"] },
-        "zone of the IP address"
-    ),
+    row!("Zone", "zone", Zone { path: &["Zone"] }, "zone of the IP address"),
     row!(
         "Category",
         "categories",
-        List {
-            path: &["IpGeneralInfo", "Categories"],
-            item: None
-        },
+        List { path: &["IpGeneralInfo", "Categories"], item: None },
         "categories of the IP address"
     ),
-    row!(
-        "FirstSeen",
-        "first_seen",
-        scalar(&["IpGeneralInfo", "FirstSeen"]),
-        "when Kaspersky first saw the address"
-    ),
-    row!(
-        "Hits",
-        "hits",
-        scalar(&["IpGeneralInfo", "HitsCount"]),
-        "hit count (popularity) of the address"
-    ),
+    row!("FirstSeen", "first_seen", scalar(&["IpGeneralInfo", "FirstSeen"]), "when Kaspersky first saw the address"),
+    row!("Hits", "hits", scalar(&["IpGeneralInfo", "HitsCount"]), "hit count (popularity) of the address"),
     row!(
         "ThreatScore",
         "threat_score",
@@ -158,19 +116,13 @@ const IP_REPORT: &[FieldSpec] = &[
     row!(
         "IPDNSResolustionsCategories",
         "dns_resolution_categories",
-        Union {
-            path: &["IpDnsResolutions"],
-            item: &["Categories"]
-        },
+        Union { path: &["IpDnsResolutions"], item: &["Categories"] },
         "categories of the domains that resolve to the address (documented spelling kept)"
     ),
     row!(
         "IPDNSResolustionsDomains",
         "dns_resolution_domains",
-        List {
-            path: &["IpDnsResolutions"],
-            item: Some(&["Domain"])
-        },
+        List { path: &["IpDnsResolutions"], item: Some(&["Domain"]) },
         "domains that resolve to the address (documented spelling kept)"
     ),
     row!(
@@ -179,50 +131,25 @@ const IP_REPORT: &[FieldSpec] = &[
         scalar(&["IpWhoIs", "Net", "Created"]),
         "when the network of the address was registered"
     ),
-    row!(
-        "Changed",
-        "net_changed",
-        scalar(&["IpWhoIs", "Net", "Changed"]),
-        "when the network's record last changed"
-    ),
+    row!("Changed", "net_changed", scalar(&["IpWhoIs", "Net", "Changed"]), "when the network's record last changed"),
     row!(
         "IPRange",
         "net_range",
-        Range {
-            path: &["IpWhoIs", "Net"],
-            start: &["StartIp", "RangeStart"],
-            end: &["EndIp", "RangeEnd"]
-        },
+        Range { path: &["IpWhoIs", "Net"], start: &["StartIp", "RangeStart"], end: &["EndIp", "RangeEnd"] },
         "address range of the network, `start-end`"
     ),
-    row!(
-        "Netname",
-        "net_name",
-        scalar(&["IpWhoIs", "Net", "Name"]),
-        "name of the network"
-    ),
-    row!(
-        "NetDescription",
-        "net_description",
-        scalar(&["IpWhoIs", "Net", "Description"]),
-        "description of the network"
-    ),
+    row!("Netname", "net_name", scalar(&["IpWhoIs", "Net", "Name"]), "name of the network"),
+    row!("NetDescription", "net_description", scalar(&["IpWhoIs", "Net", "Description"]), "description of the network"),
     row!(
         "ASN",
         "asn",
-        List {
-            path: &["IpWhoIs", "Asn"],
-            item: Some(&["Origin", "Number"])
-        },
+        List { path: &["IpWhoIs", "Asn"], item: Some(&["Origin", "Number"]) },
         "autonomous system numbers"
     ),
     row!(
         "ASDescription",
         "as_description",
-        Union {
-            path: &["IpWhoIs", "Asn"],
-            item: &["Description"]
-        },
+        Union { path: &["IpWhoIs", "Asn"], item: &["Description"] },
         "autonomous system descriptions"
     ),
     row!(
@@ -240,19 +167,13 @@ const IP_REPORT_FILE: &[FieldSpec] = &[
     row!(
         "HostedURL",
         "hosted_urls",
-        List {
-            path: &["HostedUrls"],
-            item: Some(&["Url"])
-        },
+        List { path: &["HostedUrls"], item: Some(&["Url"]) },
         "URLs hosted on the address"
     ),
     row!(
         "Md5",
         "downloaded_files_md5",
-        ZoneFamily {
-            path: &["FilesDownloadedFromIp"],
-            item: "Md5"
-        },
+        ZoneFamily { path: &["FilesDownloadedFromIp"], item: "Md5" },
         "MD5 of files downloaded from the address, by the file's zone"
     ),
 ];
@@ -260,46 +181,20 @@ const IP_REPORT_FILE: &[FieldSpec] = &[
 macro_rules! whois_block {
     ($root:literal) => {
         &[
-            row!(
-                "Created",
-                "whois_created",
-                scalar(&[$root, "Created"]),
-                "when the domain was registered"
-            ),
-            row!(
-                "Updated",
-                "whois_updated",
-                scalar(&[$root, "Updated"]),
-                "when the registration was last updated"
-            ),
-            row!(
-                "Expires",
-                "whois_expires",
-                scalar(&[$root, "Expires"]),
-                "when the paid registration term ends"
-            ),
-            row!(
-                "DomainName",
-                "whois_domain_name",
-                scalar(&[$root, "DomainName"]),
-                "the registered domain name"
-            ),
+            row!("Created", "whois_created", scalar(&[$root, "Created"]), "when the domain was registered"),
+            row!("Updated", "whois_updated", scalar(&[$root, "Updated"]), "when the registration was last updated"),
+            row!("Expires", "whois_expires", scalar(&[$root, "Expires"]), "when the paid registration term ends"),
+            row!("DomainName", "whois_domain_name", scalar(&[$root, "DomainName"]), "the registered domain name"),
             row!(
                 "DomainStatus",
                 "whois_domain_status",
-                List {
-                    path: &[$root, "DomainStatus"],
-                    item: None
-                },
+                List { path: &[$root, "DomainStatus"], item: None },
                 "statuses of the domain"
             ),
             row!(
                 "NameServers",
                 "whois_name_servers",
-                List {
-                    path: &[$root, "NameServers"],
-                    item: None
-                },
+                List { path: &[$root, "NameServers"], item: None },
                 "name servers of the domain"
             ),
             row!(
@@ -320,12 +215,7 @@ macro_rules! whois_block {
                 scalar(&[$root, "Registrar", "IanaId"]),
                 "IANA ID of the registrar"
             ),
-            row!(
-                "RegistrarInfo",
-                "registrar_name",
-                scalar(&[$root, "Registrar", "Info"]),
-                "name of the registrar"
-            ),
+            row!("RegistrarInfo", "registrar_name", scalar(&[$root, "Registrar", "Info"]), "name of the registrar"),
             row!(
                 "",
                 "",
@@ -358,36 +248,22 @@ const URL_REPORT: &[FieldSpec] = &[
     row!(
         "UrlReferredTo",
         "url_referred_to",
-        ZoneFamily {
-            path: &["UrlReferredTo"],
-            item: "Url"
-        },
+        ZoneFamily { path: &["UrlReferredTo"], item: "Url" },
         "URLs the URL leads to, by their zone"
     ),
     row!(
         "UrlReferrals",
         "url_referrals",
-        ZoneFamily {
-            path: &["UrlReferrals"],
-            item: "Url"
-        },
+        ZoneFamily { path: &["UrlReferrals"], item: "Url" },
         "URLs that lead to the URL, by their zone"
     ),
     row!(
         "URLCategories",
         "categories",
-        List {
-            path: &["UrlGeneralInfo", "Categories"],
-            item: None
-        },
+        List { path: &["UrlGeneralInfo", "Categories"], item: None },
         "categories of the URL"
     ),
-    row!(
-        "FilesCount",
-        "files_count",
-        scalar(&["UrlGeneralInfo", "FilesCount"]),
-        "number of files known for the URL"
-    ),
+    row!("FilesCount", "files_count", scalar(&["UrlGeneralInfo", "FilesCount"]), "number of files known for the URL"),
     row!(
         "IPv4Count",
         "ipv4_count",
@@ -400,25 +276,12 @@ const URL_REPORT: &[FieldSpec] = &[
         scalar(&["UrlGeneralInfo", "HasApt"]),
         "whether the URL is tied to an APT attack"
     ),
-    row!(
-        "URL",
-        "url",
-        scalar(&["UrlGeneralInfo", "Url"]),
-        "the URL as the portal knows it"
-    ),
-    row!(
-        "Host",
-        "host",
-        scalar(&["UrlGeneralInfo", "Host"]),
-        "the host of the URL"
-    ),
+    row!("URL", "url", scalar(&["UrlGeneralInfo", "Url"]), "the URL as the portal knows it"),
+    row!("Host", "host", scalar(&["UrlGeneralInfo", "Host"]), "the host of the URL"),
     row!(
         "IPResoutions",
         "ip_resolutions",
-        ZoneFamily {
-            path: &["DomainDnsResolutions"],
-            item: "Ip"
-        },
+        ZoneFamily { path: &["DomainDnsResolutions"], item: "Ip" },
         "addresses the URL's domain resolves to, by their zone (documented spelling kept)"
     ),
 ];
@@ -427,69 +290,40 @@ const FILES_ACCESSED_DOWNLOADED: &[FieldSpec] = &[
     row!(
         "FileAccessedMd5",
         "files_accessed_md5",
-        ZoneFamily {
-            path: &["FilesAccessed"],
-            item: "Md5"
-        },
+        ZoneFamily { path: &["FilesAccessed"], item: "Md5" },
         "MD5 of files that accessed the object, by the file's zone"
     ),
     row!(
         "FileDownloadedMd5",
         "files_downloaded_md5",
-        ZoneFamily {
-            path: &["FilesDownloaded"],
-            item: "Md5"
-        },
+        ZoneFamily { path: &["FilesDownloaded"], item: "Md5" },
         "MD5 of files downloaded from the object, by the file's zone"
     ),
 ];
 
 const DOMAIN_REPORT: &[FieldSpec] = &[
-    row!(
-        "Zone",
-        "zone",
-        Zone { path: &["Zone"] },
-        "zone of the domain"
-    ),
+    row!("Zone", "zone", Zone { path: &["Zone"] }, "zone of the domain"),
     row!(
         "Categories",
         "categories",
-        List {
-            path: &["DomainGeneralInfo", "Categories"],
-            item: None
-        },
+        List { path: &["DomainGeneralInfo", "Categories"], item: None },
         "categories of the domain"
     ),
-    row!(
-        "Domain",
-        "domain",
-        scalar(&["DomainGeneralInfo", "Domain"]),
-        "the domain as the portal knows it"
-    ),
+    row!("Domain", "domain", scalar(&["DomainGeneralInfo", "Domain"]), "the domain as the portal knows it"),
     row!(
         "FilesCount",
         "files_count",
         scalar(&["DomainGeneralInfo", "FilesCount"]),
         "number of files known for the domain"
     ),
-    row!(
-        "Hits",
-        "hits",
-        scalar(&["DomainGeneralInfo", "HitsCount"]),
-        "hit count (popularity) of the domain"
-    ),
+    row!("Hits", "hits", scalar(&["DomainGeneralInfo", "HitsCount"]), "hit count (popularity) of the domain"),
     row!(
         "IPv4Count",
         "ipv4_count",
         scalar(&["DomainGeneralInfo", "Ipv4Count"]),
         "number of IPv4 addresses known for the domain"
     ),
-    row!(
-        "URLCount",
-        "urls_count",
-        scalar(&["DomainGeneralInfo", "UrlsCount"]),
-        "number of URLs known on the domain"
-    ),
+    row!("URLCount", "urls_count", scalar(&["DomainGeneralInfo", "UrlsCount"]), "number of URLs known on the domain"),
     row!(
         "HasAdvancedPersistThreat",
         "has_apt",
@@ -499,46 +333,31 @@ const DOMAIN_REPORT: &[FieldSpec] = &[
     row!(
         "DomainDnsResolutionsIP",
         "dns_resolution_ips",
-        ZoneFamily {
-            path: &["DomainDnsResolutions"],
-            item: "Ip"
-        },
+        ZoneFamily { path: &["DomainDnsResolutions"], item: "Ip" },
         "addresses the domain resolves to, by their zone"
     ),
     row!(
         "URLReferrals",
         "url_referrals",
-        ZoneFamily {
-            path: &["UrlReferrals"],
-            item: "Url"
-        },
+        ZoneFamily { path: &["UrlReferrals"], item: "Url" },
         "URLs that lead to the domain, by their zone"
     ),
     row!(
         "URLReferredTo",
         "url_referred_to",
-        ZoneFamily {
-            path: &["UrlReferredTo"],
-            item: "Url"
-        },
+        ZoneFamily { path: &["UrlReferredTo"], item: "Url" },
         "URLs the domain leads to, by their zone"
     ),
     row!(
         "SubdomainsFilesCount",
         "subdomains_count",
-        Count {
-            path: &["Subdomains"],
-            item: "Subdomain"
-        },
+        Count { path: &["Subdomains"], item: "Subdomain" },
         "number of distinct subdomains"
     ),
     row!(
         "Subdomains",
         "subdomains",
-        ZoneFamily {
-            path: &["Subdomains"],
-            item: "Subdomain"
-        },
+        ZoneFamily { path: &["Subdomains"], item: "Subdomain" },
         "subdomains, by their zone"
     ),
 ];
@@ -551,60 +370,15 @@ const HASH_REPORT: &[FieldSpec] = &[
         scalar(&["FileGeneralInfo", "HitsCount"]),
         "hit count (popularity) of the file, rounded to a power of ten"
     ),
-    row!(
-        "FirstSeen",
-        "first_seen",
-        scalar(&["FileGeneralInfo", "FirstSeen"]),
-        "when Kaspersky first saw the file"
-    ),
-    row!(
-        "LastSeen",
-        "last_seen",
-        scalar(&["FileGeneralInfo", "LastSeen"]),
-        "when Kaspersky last saw the file"
-    ),
-    row!(
-        "Md5",
-        "md5",
-        scalar(&["FileGeneralInfo", "Md5"]),
-        "MD5 of the file"
-    ),
-    row!(
-        "Sha1",
-        "sha1",
-        scalar(&["FileGeneralInfo", "Sha1"]),
-        "SHA-1 of the file"
-    ),
-    row!(
-        "Sha256",
-        "sha256",
-        scalar(&["FileGeneralInfo", "Sha256"]),
-        "SHA-256 of the file"
-    ),
-    row!(
-        "Format",
-        "format",
-        scalar(&["FileGeneralInfo", "Type"]),
-        "file format"
-    ),
-    row!(
-        "Size",
-        "size",
-        scalar(&["FileGeneralInfo", "Size"]),
-        "size in bytes"
-    ),
-    row!(
-        "Signer",
-        "signer",
-        scalar(&["FileGeneralInfo", "Signer"]),
-        "organisation that signed the file"
-    ),
-    row!(
-        "Packer",
-        "packer",
-        scalar(&["FileGeneralInfo", "Packer"]),
-        "packer of the file"
-    ),
+    row!("FirstSeen", "first_seen", scalar(&["FileGeneralInfo", "FirstSeen"]), "when Kaspersky first saw the file"),
+    row!("LastSeen", "last_seen", scalar(&["FileGeneralInfo", "LastSeen"]), "when Kaspersky last saw the file"),
+    row!("Md5", "md5", scalar(&["FileGeneralInfo", "Md5"]), "MD5 of the file"),
+    row!("Sha1", "sha1", scalar(&["FileGeneralInfo", "Sha1"]), "SHA-1 of the file"),
+    row!("Sha256", "sha256", scalar(&["FileGeneralInfo", "Sha256"]), "SHA-256 of the file"),
+    row!("Format", "format", scalar(&["FileGeneralInfo", "Type"]), "file format"),
+    row!("Size", "size", scalar(&["FileGeneralInfo", "Size"]), "size in bytes"),
+    row!("Signer", "signer", scalar(&["FileGeneralInfo", "Signer"]), "organisation that signed the file"),
+    row!("Packer", "packer", scalar(&["FileGeneralInfo", "Packer"]), "packer of the file"),
     row!(
         "FileStatus",
         "file_status",
@@ -614,46 +388,31 @@ const HASH_REPORT: &[FieldSpec] = &[
     row!(
         "DetectionNames",
         "detection_names",
-        List {
-            path: &["DetectionsInfo"],
-            item: Some(&["DetectionName"])
-        },
+        List { path: &["DetectionsInfo"], item: Some(&["DetectionName"]) },
         "names of the detections"
     ),
     row!(
         "DescriptionURL",
         "detection_description_urls",
-        List {
-            path: &["DetectionsInfo"],
-            item: Some(&["DescriptionUrl"])
-        },
+        List { path: &["DetectionsInfo"], item: Some(&["DescriptionUrl"]) },
         "links to descriptions of the detections"
     ),
     row!(
         "FileNames",
         "file_names",
-        Union {
-            path: &["FileNames"],
-            item: &["FileName", "FileNames"]
-        },
+        Union { path: &["FileNames"], item: &["FileName", "FileNames"] },
         "names the file was seen under"
     ),
     row!(
         "FileAccessedURL",
         "accessed_urls",
-        ZoneFamily {
-            path: &["FileAccessedUrls"],
-            item: "Url"
-        },
+        ZoneFamily { path: &["FileAccessedUrls"], item: "Url" },
         "URLs the file accessed, by the URL's zone"
     ),
     row!(
         "FileAccessedDomain",
         "accessed_domains",
-        ZoneFamily {
-            path: &["FileAccessedUrls"],
-            item: "Domain"
-        },
+        ZoneFamily { path: &["FileAccessedUrls"], item: "Domain" },
         "domains of the URLs the file accessed, by the URL's zone"
     ),
 ];
@@ -680,10 +439,7 @@ mod tests {
             Scalar { path } | Zone { path } | List { path, .. } | Union { path, .. } => {
                 vec![path[0]]
             }
-            ZoneFamily { path, .. }
-            | Contacts { path, .. }
-            | Range { path, .. }
-            | Count { path, .. } => vec![path[0]],
+            ZoneFamily { path, .. } | Contacts { path, .. } | Range { path, .. } | Count { path, .. } => vec![path[0]],
         }
     }
 
@@ -692,11 +448,7 @@ mod tests {
         for f in Function::ALL {
             for row in table(f) {
                 for s in sources(&row.kind) {
-                    assert!(
-                        f.sections().contains(&s),
-                        "{f}: {} reads {s}, which is not requested",
-                        row.display_name()
-                    );
+                    assert!(f.sections().contains(&s), "{f}: {} reads {s}, which is not requested", row.display_name());
                 }
             }
         }
@@ -707,21 +459,9 @@ mod tests {
         for f in Function::ALL {
             let mut seen = std::collections::HashSet::new();
             for row in table(f) {
-                assert!(
-                    seen.insert(row.display_name()),
-                    "{f}: {} twice",
-                    row.display_name()
-                );
-                assert!(
-                    row.snake
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-                );
-                assert!(
-                    !row.snake.contains("resolus") && !row.snake.contains("resout"),
-                    "{}",
-                    row.snake
-                );
+                assert!(seen.insert(row.display_name()), "{f}: {} twice", row.display_name());
+                assert!(row.snake.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+                assert!(!row.snake.contains("resolus") && !row.snake.contains("resout"), "{}", row.snake);
             }
         }
     }
