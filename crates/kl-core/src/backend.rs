@@ -25,25 +25,15 @@ pub type LookupFailure = crate::Error;
 #[async_trait]
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Asks for the sections of `function` about `indicator`.
-    async fn fetch(
-        &self,
-        function: Function,
-        indicator: &Indicator,
-    ) -> Result<Answer, LookupFailure>;
+    async fn fetch(&self, function: Function, indicator: &Indicator) -> Result<Answer, LookupFailure>;
 }
 
 /// Decodes a response body into a JSON object; an error names where it broke.
 pub(crate) fn decode_body(body: &[u8]) -> Result<serde_json::Value, crate::Error> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let value: serde_json::Value =
-        serde_path_to_error::deserialize(&mut de).map_err(|e| crate::Error::Decode {
-            path: e.path().to_string(),
-            message: e.inner().to_string(),
-        })?;
-    de.end().map_err(|e| crate::Error::Decode {
-        path: String::new(),
-        message: e.to_string(),
-    })?;
+    let value: serde_json::Value = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| crate::Error::Decode { path: e.path().to_string(), message: e.inner().to_string() })?;
+    de.end().map_err(|e| crate::Error::Decode { path: String::new(), message: e.to_string() })?;
     if !value.is_object() {
         return Err(crate::Error::Decode {
             path: String::new(),
@@ -71,13 +61,9 @@ mod tests {
 
     #[test]
     fn decode_errors_name_the_key() {
-        let e = decode_body(br#"{"IpWhoIs":{"Net":{"Name":"X","#)
-            .unwrap_err()
-            .to_string();
+        let e = decode_body(br#"{"IpWhoIs":{"Net":{"Name":"X","#).unwrap_err().to_string();
         assert!(e.contains("IpWhoIs.Net"), "{e}");
-        let e = decode_body(b"<html><body>maintenance</body></html>")
-            .unwrap_err()
-            .to_string();
+        let e = decode_body(b"<html><body>maintenance</body></html>").unwrap_err().to_string();
         assert!(e.starts_with("invalid response"), "{e}");
         let e = decode_body(b"[1,2]").unwrap_err().to_string();
         assert!(e.contains("expected a JSON object"), "{e}");

@@ -55,17 +55,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(key: &'static str, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            key: Some(key),
-            message: message.into(),
-        }
+        ConfigError { key: Some(key), message: message.into() }
     }
 
     pub fn general(message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            key: None,
-            message: message.into(),
-        }
+        ConfigError { key: None, message: message.into() }
     }
 }
 
@@ -125,22 +119,12 @@ impl Config {
     }
 
     /// Like [`Config::load`], with the environment given as a function (tests).
-    pub fn load_with_env(
-        path: Option<&Path>,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load_with_env(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let (text, base_dir) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| {
-                    ConfigError::general(format!("cannot read config file {}: {e}", p.display()))
-                })?;
-                let dir = p.parent().map(|d| {
-                    if d.as_os_str().is_empty() {
-                        Path::new(".")
-                    } else {
-                        d
-                    }
-                });
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError::general(format!("cannot read config file {}: {e}", p.display())))?;
+                let dir = p.parent().map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d });
                 let dir = dir.map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf()));
                 (Some(text), dir)
             }
@@ -168,10 +152,7 @@ impl Config {
         for (key, v) in &values {
             let t = v.trim();
             if t.starts_with('<') && t.ends_with('>') {
-                return Err(ConfigError::new(
-                    key,
-                    "still holds the template placeholder; put the real value in",
-                ));
+                return Err(ConfigError::new(key, "still holds the template placeholder; put the real value in"));
             }
         }
         Raw { values, base_dir }.check(&env)
@@ -189,15 +170,13 @@ impl Config {
 }
 
 fn parse_yaml(text: &str) -> Result<BTreeMap<&'static str, String>, ConfigError> {
-    let doc: serde_yaml::Value = serde_yaml::from_str(text)
-        .map_err(|e| ConfigError::general(format!("config file is not valid YAML: {e}")))?;
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| ConfigError::general(format!("config file is not valid YAML: {e}")))?;
     let top = match doc {
         serde_yaml::Value::Mapping(m) => m,
         serde_yaml::Value::Null => return Ok(BTreeMap::new()),
         _ => {
-            return Err(ConfigError::general(
-                "config file must be a mapping with a `lookup_plugin:` section",
-            ));
+            return Err(ConfigError::general("config file must be a mapping with a `lookup_plugin:` section"));
         }
     };
     let mut out = BTreeMap::new();
@@ -212,9 +191,7 @@ fn parse_yaml(text: &str) -> Result<BTreeMap<&'static str, String>, ConfigError>
             serde_yaml::Value::Mapping(m) => m,
             serde_yaml::Value::Null => continue,
             _ => {
-                return Err(ConfigError::general(
-                    "`lookup_plugin` must be a mapping of keys to values",
-                ));
+                return Err(ConfigError::general("`lookup_plugin` must be a mapping of keys to values"));
             }
         };
         for (k, v) in section {
@@ -231,10 +208,7 @@ fn parse_yaml(text: &str) -> Result<BTreeMap<&'static str, String>, ConfigError>
                 serde_yaml::Value::Number(n) => n.to_string(),
                 serde_yaml::Value::String(s) => s,
                 _ => {
-                    return Err(ConfigError::new(
-                        key,
-                        "must be a single value, not a list or mapping",
-                    ));
+                    return Err(ConfigError::new(key, "must be a single value, not a list or mapping"));
                 }
             };
             out.insert(key, text);
@@ -246,9 +220,7 @@ fn parse_yaml(text: &str) -> Result<BTreeMap<&'static str, String>, ConfigError>
 fn yaml_key(k: &serde_yaml::Value) -> Result<String, ConfigError> {
     match k {
         serde_yaml::Value::String(s) => Ok(s.clone()),
-        other => Err(ConfigError::general(format!(
-            "config keys must be strings, found {other:?}"
-        ))),
+        other => Err(ConfigError::general(format!("config keys must be strings, found {other:?}"))),
     }
 }
 
@@ -281,27 +253,16 @@ impl Raw {
         Some(resolved)
     }
 
-    fn number<T: std::str::FromStr>(
-        &self,
-        key: &'static str,
-        default: T,
-        min: T,
-        max: T,
-    ) -> Result<T, ConfigError>
+    fn number<T>(&self, key: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
     where
-        T: PartialOrd + fmt::Display + Copy,
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
     {
         let Some(raw) = self.get(key) else {
             return Ok(default);
         };
-        let n: T = raw.parse().map_err(|_| {
-            ConfigError::new(key, format!("expected a whole number, found {raw:?}"))
-        })?;
+        let n: T = raw.parse().map_err(|_| ConfigError::new(key, format!("expected a whole number, found {raw:?}")))?;
         if n < min || n > max {
-            return Err(ConfigError::new(
-                key,
-                format!("must be between {min} and {max}, found {n}"),
-            ));
+            return Err(ConfigError::new(key, format!("must be between {min} and {max}, found {n}")));
         }
         Ok(n)
     }
@@ -313,25 +274,16 @@ impl Raw {
         match raw.to_ascii_lowercase().as_str() {
             "true" | "yes" | "on" | "1" => Ok(true),
             "false" | "no" | "off" | "0" => Ok(false),
-            _ => Err(ConfigError::new(
-                key,
-                format!("expected true or false, found {raw:?}"),
-            )),
+            _ => Err(ConfigError::new(key, format!("expected true or false, found {raw:?}"))),
         }
     }
 
     fn check(self, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let credentials = match (
-            self.get("KASPERSKY_API_TOKEN"),
-            self.get("KASPERSKY_API_USERNAME"),
-        ) {
+        let credentials = match (self.get("KASPERSKY_API_TOKEN"), self.get("KASPERSKY_API_USERNAME")) {
             (Some(token), _) => Credentials::Token(Secret::new(token)),
             (None, Some(user)) => {
                 let password = self.get("KASPERSKY_API_PASSWORD").ok_or_else(|| {
-                    ConfigError::new(
-                        "KASPERSKY_API_PASSWORD",
-                        "missing; it goes with KASPERSKY_API_USERNAME",
-                    )
+                    ConfigError::new("KASPERSKY_API_PASSWORD", "missing; it goes with KASPERSKY_API_USERNAME")
                 })?;
                 if self.get("KASPERSKY_API_CERT_PATH").is_none() {
                     return Err(ConfigError::new(
@@ -339,10 +291,7 @@ impl Raw {
                         "missing; Basic authentication needs the client certificate PEM",
                     ));
                 }
-                Credentials::Basic {
-                    username: user.to_owned(),
-                    password: Secret::new(password),
-                }
+                Credentials::Basic { username: user.to_owned(), password: Secret::new(password) }
             }
             (None, None) => {
                 return Err(ConfigError::general(
@@ -355,26 +304,18 @@ impl Raw {
         let cert_path = self.path("KASPERSKY_API_CERT_PATH", env);
         if let Some(p) = &cert_path {
             if !p.is_file() {
-                return Err(ConfigError::new(
-                    "KASPERSKY_API_CERT_PATH",
-                    format!("no such file: {}", p.display()),
-                ));
+                return Err(ConfigError::new("KASPERSKY_API_CERT_PATH", format!("no such file: {}", p.display())));
             }
         }
         let ca_cert_path = self.path("KASPERSKY_CA_CERT_PATH", env);
         if let Some(p) = &ca_cert_path {
             if !p.is_file() {
-                return Err(ConfigError::new(
-                    "KASPERSKY_CA_CERT_PATH",
-                    format!("no such file: {}", p.display()),
-                ));
+                return Err(ConfigError::new("KASPERSKY_CA_CERT_PATH", format!("no such file: {}", p.display())));
             }
         }
         let cache = match self.get("KL_CACHE_PATH") {
             None => CacheSetting::Default,
-            Some(v) if v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("false") => {
-                CacheSetting::Off
-            }
+            Some(v) if v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("false") => CacheSetting::Off,
             Some(_) => CacheSetting::Path(self.path("KL_CACHE_PATH", env).unwrap_or_default()),
         };
         const DAY: u64 = 86_400;
@@ -386,18 +327,8 @@ impl Raw {
             timeout: Duration::from_secs(self.number("KL_TIMEOUT_SECS", 30, 1, 3600)?),
             concurrency: self.number("KL_CONCURRENCY", 8, 1, 256)?,
             cache,
-            cache_ttl: Duration::from_secs(self.number(
-                "KL_CACHE_TTL_SECS",
-                7 * DAY,
-                0,
-                365 * DAY,
-            )?),
-            cache_grey_ttl: Duration::from_secs(self.number(
-                "KL_CACHE_GREY_TTL_SECS",
-                DAY,
-                0,
-                365 * DAY,
-            )?),
+            cache_ttl: Duration::from_secs(self.number("KL_CACHE_TTL_SECS", 7 * DAY, 0, 365 * DAY)?),
+            cache_grey_ttl: Duration::from_secs(self.number("KL_CACHE_GREY_TTL_SECS", DAY, 0, 365 * DAY)?),
             lookup_private_ips: self.boolean("KL_LOOKUP_PRIVATE_IPS", false)?,
             records_count: match self.get("KL_RECORDS_COUNT") {
                 None => None,
@@ -414,13 +345,9 @@ impl Raw {
 /// `https://` anywhere; `http://` only to a loopback host.
 fn check_url(text: &str) -> Result<Url, ConfigError> {
     const KEY: &str = "KASPERSKY_API_URL";
-    let url = Url::parse(text)
-        .map_err(|e| ConfigError::new(KEY, format!("not a valid URL ({e}): {text:?}")))?;
+    let url = Url::parse(text).map_err(|e| ConfigError::new(KEY, format!("not a valid URL ({e}): {text:?}")))?;
     if url.cannot_be_a_base() || url.host_str().is_none() {
-        return Err(ConfigError::new(
-            KEY,
-            format!("not a usable base URL: {text:?}"),
-        ));
+        return Err(ConfigError::new(KEY, format!("not a usable base URL: {text:?}")));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(ConfigError::new(
@@ -438,10 +365,7 @@ fn check_url(text: &str) -> Result<Url, ConfigError> {
                 url.host_str().unwrap_or_default()
             ),
         )),
-        other => Err(ConfigError::new(
-            KEY,
-            format!("unsupported scheme {other:?}; use https"),
-        )),
+        other => Err(ConfigError::new(KEY, format!("unsupported scheme {other:?}; use https"))),
     }
 }
 
@@ -483,86 +407,49 @@ mod tests {
 
     #[test]
     fn env_wins_over_file() {
-        let c = Config::from_parts(
-            Some("lookup_plugin:\n  KASPERSKY_API_TOKEN: abc\n  KL_CONCURRENCY: 4\n"),
-            None,
-            |k| (k == "KL_CONCURRENCY").then(|| "2".to_owned()),
-        )
-        .unwrap();
+        let c =
+            Config::from_parts(Some("lookup_plugin:\n  KASPERSKY_API_TOKEN: abc\n  KL_CONCURRENCY: 4\n"), None, |k| {
+                (k == "KL_CONCURRENCY").then(|| "2".to_owned())
+            })
+            .unwrap();
         assert_eq!(c.concurrency, 2);
     }
 
     #[test]
     fn errors_name_their_key() {
         let cases = [
-            (
-                "lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n  KL_BOGUS: 1\n",
-                "KL_BOGUS",
-            ),
-            (
-                "lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n  KL_TIMEOUT_SECS: soon\n",
-                "KL_TIMEOUT_SECS",
-            ),
-            (
-                "lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n  KL_CONCURRENCY: 0\n",
-                "KL_CONCURRENCY",
-            ),
+            ("lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n  KL_BOGUS: 1\n", "KL_BOGUS"),
+            ("lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n  KL_TIMEOUT_SECS: soon\n", "KL_TIMEOUT_SECS"),
+            ("lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n  KL_CONCURRENCY: 0\n", "KL_CONCURRENCY"),
             (
                 "lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n  KASPERSKY_API_URL: http://tip.example.com/api\n",
                 "KASPERSKY_API_URL",
             ),
-            (
-                "lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n  KASPERSKY_API_URL: ftp://127.0.0.1/\n",
-                "KASPERSKY_API_URL",
-            ),
+            ("lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n  KASPERSKY_API_URL: ftp://127.0.0.1/\n", "KASPERSKY_API_URL"),
             (
                 "lookup_plugin:\n  KASPERSKY_API_USERNAME: u\n  KASPERSKY_API_CERT_PATH: /x.pem\n",
                 "KASPERSKY_API_PASSWORD",
             ),
-            (
-                "lookup_plugin:\n  KASPERSKY_API_USERNAME: u\n  KASPERSKY_API_PASSWORD: p\n",
-                "KASPERSKY_API_CERT_PATH",
-            ),
+            ("lookup_plugin:\n  KASPERSKY_API_USERNAME: u\n  KASPERSKY_API_PASSWORD: p\n", "KASPERSKY_API_CERT_PATH"),
             (
                 "lookup_plugin:\n  KASPERSKY_API_USERNAME: u\n  KASPERSKY_API_PASSWORD: p\n  KASPERSKY_API_CERT_PATH: /nonexistent/x.pem\n",
                 "KASPERSKY_API_CERT_PATH",
             ),
-            (
-                "lookup_plugin:\n  KASPERSKY_API_USERNAME: <Add_your_api_username_here>\n",
-                "KASPERSKY_API_USERNAME",
-            ),
-            (
-                "lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n  KL_LOOKUP_PRIVATE_IPS: maybe\n",
-                "KL_LOOKUP_PRIVATE_IPS",
-            ),
+            ("lookup_plugin:\n  KASPERSKY_API_USERNAME: <Add_your_api_username_here>\n", "KASPERSKY_API_USERNAME"),
+            ("lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n  KL_LOOKUP_PRIVATE_IPS: maybe\n", "KL_LOOKUP_PRIVATE_IPS"),
         ];
         for (yaml, key) in cases {
             let e = load(yaml).unwrap_err();
             assert!(e.to_string().contains(key), "{yaml}: {e}");
         }
-        assert!(
-            load("lookup_plugin: {}\n")
-                .unwrap_err()
-                .to_string()
-                .contains("no credentials")
-        );
-        assert!(
-            load("other: 1\n")
-                .unwrap_err()
-                .to_string()
-                .contains("other")
-        );
+        assert!(load("lookup_plugin: {}\n").unwrap_err().to_string().contains("no credentials"));
+        assert!(load("other: 1\n").unwrap_err().to_string().contains("other"));
         assert!(load(": : :\n  - [").is_err());
     }
 
     #[test]
     fn loopback_http_is_accepted() {
-        for url in [
-            "http://127.0.0.1:8080/api",
-            "http://localhost/api",
-            "http://[::1]:9/api",
-            "http://127.5.6.7/",
-        ] {
+        for url in ["http://127.0.0.1:8080/api", "http://localhost/api", "http://[::1]:9/api", "http://127.5.6.7/"] {
             let c = Config::from_parts(None, None, |k| match k {
                 "KASPERSKY_API_URL" => Some(url.to_owned()),
                 "KASPERSKY_API_TOKEN" => Some("t".to_owned()),
@@ -607,10 +494,7 @@ mod tests {
         let c = load("lookup_plugin:\n  KASPERSKY_API_TOKEN: tok-SECRET-123\n").unwrap();
         let shown = format!("{c:?} {c:#?}");
         assert!(!shown.contains("tok-SECRET-123"), "{shown}");
-        let e = load(
-            "lookup_plugin:\n  KASPERSKY_API_PASSWORD: pw-SECRET\n  KASPERSKY_API_USERNAME: u\n",
-        )
-        .unwrap_err();
+        let e = load("lookup_plugin:\n  KASPERSKY_API_PASSWORD: pw-SECRET\n  KASPERSKY_API_USERNAME: u\n").unwrap_err();
         assert!(!format!("{e} {e:?}").contains("pw-SECRET"));
     }
 }

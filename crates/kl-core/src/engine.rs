@@ -36,10 +36,7 @@ pub enum Outcome {
 impl Outcome {
     /// The outcome for an indicator field holding something other than a string.
     pub fn not_a_string(function: Function, value: &serde_json::Value) -> Outcome {
-        Outcome::Failed(
-            IndicatorError::not_a_string(function.object(), crate::backend::json_type(value))
-                .to_string(),
-        )
+        Outcome::Failed(IndicatorError::not_a_string(function.object(), crate::backend::json_type(value)).to_string())
     }
 }
 
@@ -197,11 +194,7 @@ impl Engine {
         }
         order
             .into_iter()
-            .map(|slot| {
-                results[slot]
-                    .clone()
-                    .unwrap_or_else(|| Outcome::Failed("internal error".to_owned()))
-            })
+            .map(|slot| results[slot].clone().unwrap_or_else(|| Outcome::Failed("internal error".to_owned())))
             .collect()
     }
 
@@ -226,9 +219,7 @@ impl Engine {
             if memo.len() >= inner.opts.memo_limit {
                 memo.retain(|_, cell| !cell.initialized());
             }
-            memo.entry((function, indicator.clone()))
-                .or_default()
-                .clone()
+            memo.entry((function, indicator.clone())).or_default().clone()
         };
         let mut ran = false;
         let outcome = cell
@@ -320,10 +311,7 @@ impl Engine {
         if let Some(ra) = err.retry_after() {
             return ra.min(o.retry_after_cap);
         }
-        let exp = o
-            .backoff_base
-            .saturating_mul(1 << (attempt - 1).min(16))
-            .min(o.backoff_cap);
+        let exp = o.backoff_base.saturating_mul(1 << (attempt - 1).min(16)).min(o.backoff_cap);
         exp.mul_f64(0.5 + fastrand::f64() * 0.5)
     }
 }

@@ -45,11 +45,7 @@ pub enum Error {
 
 fn secs(d: Duration) -> String {
     let s = d.as_secs_f64();
-    if s.fract() == 0.0 {
-        format!("{}", s as u64)
-    } else {
-        format!("{s:.3}")
-    }
+    if s.fract() == 0.0 { format!("{}", s as u64) } else { format!("{s:.3}") }
 }
 
 fn status_message(status: u16) -> String {
@@ -79,12 +75,8 @@ impl Error {
     pub fn kind(&self) -> FailureKind {
         match self {
             Error::Transport { .. } | Error::Timeout { .. } => FailureKind::Transient,
-            Error::Status {
-                status: 401 | 403, ..
-            } => FailureKind::Fatal,
-            Error::Status { status, .. } if *status == 429 || (500..600).contains(status) => {
-                FailureKind::Transient
-            }
+            Error::Status { status: 401 | 403, .. } => FailureKind::Fatal,
+            Error::Status { status, .. } if *status == 429 || (500..600).contains(status) => FailureKind::Transient,
             _ => FailureKind::Permanent,
         }
     }
@@ -104,25 +96,9 @@ mod tests {
 
     #[test]
     fn messages() {
-        assert_eq!(
-            Error::Timeout {
-                timeout: Duration::from_secs(30)
-            }
-            .to_string(),
-            "timeout after 30s"
-        );
-        assert_eq!(
-            Error::Timeout {
-                timeout: Duration::from_millis(250)
-            }
-            .to_string(),
-            "timeout after 0.250s"
-        );
-        let st = |status| Error::Status {
-            status,
-            body_excerpt: String::new(),
-            retry_after: None,
-        };
+        assert_eq!(Error::Timeout { timeout: Duration::from_secs(30) }.to_string(), "timeout after 30s");
+        assert_eq!(Error::Timeout { timeout: Duration::from_millis(250) }.to_string(), "timeout after 0.250s");
+        let st = |status| Error::Status { status, body_excerpt: String::new(), retry_after: None };
         assert_eq!(st(503).to_string(), "HTTP 503");
         assert_eq!(st(503).kind(), FailureKind::Transient);
         assert_eq!(st(429).kind(), FailureKind::Transient);
@@ -132,11 +108,7 @@ mod tests {
             assert_eq!(st(s).kind(), FailureKind::Permanent, "{s}");
         }
         assert_eq!(
-            Error::Decode {
-                path: "IpWhoIs.Net".into(),
-                message: "EOF".into()
-            }
-            .to_string(),
+            Error::Decode { path: "IpWhoIs.Net".into(), message: "EOF".into() }.to_string(),
             "invalid response at IpWhoIs.Net: EOF"
         );
     }

@@ -65,13 +65,7 @@ impl Function {
     /// The sections the function asks for, `LicenseInfo` first.
     pub fn sections(self) -> &'static [&'static str] {
         match self {
-            Function::IpReport => &[
-                "LicenseInfo",
-                "Zone",
-                "IpGeneralInfo",
-                "IpWhoIs",
-                "IpDnsResolutions",
-            ],
+            Function::IpReport => &["LicenseInfo", "Zone", "IpGeneralInfo", "IpWhoIs", "IpDnsResolutions"],
             Function::IpReportFile => &["LicenseInfo", "FilesDownloadedFromIp", "HostedUrls"],
             Function::UrlReport => &[
                 "LicenseInfo",
@@ -95,14 +89,9 @@ impl Function {
                 "UrlReferredTo",
                 "Subdomains",
             ],
-            Function::HashReport => &[
-                "LicenseInfo",
-                "Zone",
-                "FileGeneralInfo",
-                "DetectionsInfo",
-                "FileNames",
-                "FileAccessedUrls",
-            ],
+            Function::HashReport => {
+                &["LicenseInfo", "Zone", "FileGeneralInfo", "DetectionsInfo", "FileNames", "FileAccessedUrls"]
+            }
         }
     }
 
@@ -130,12 +119,7 @@ impl FromStr for Function {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        Function::ALL
-            .into_iter()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| UnknownFunction {
-                given: s.to_owned(),
-            })
+        Function::ALL.into_iter().find(|f| f.name() == s).ok_or_else(|| UnknownFunction { given: s.to_owned() })
     }
 }
 
@@ -149,10 +133,7 @@ mod tests {
             assert_eq!(f.name().parse::<Function>().unwrap(), f);
         }
         assert!("get_ipv6_report".parse::<Function>().is_err());
-        assert_eq!(
-            " get_hash_report ".parse::<Function>().unwrap(),
-            Function::HashReport
-        );
+        assert_eq!(" get_hash_report ".parse::<Function>().unwrap(), Function::HashReport);
     }
 
     #[test]
@@ -160,9 +141,6 @@ mod tests {
         for f in Function::ALL {
             assert_eq!(f.sections()[0], "LicenseInfo", "{f}");
         }
-        assert_eq!(
-            Function::IpReport.sections_param(),
-            "LicenseInfo,Zone,IpGeneralInfo,IpWhoIs,IpDnsResolutions"
-        );
+        assert_eq!(Function::IpReport.sections_param(), "LicenseInfo,Zone,IpGeneralInfo,IpWhoIs,IpDnsResolutions");
     }
 }

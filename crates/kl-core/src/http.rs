@@ -49,10 +49,7 @@ pub struct HttpBackendBuilder<'a> {
 
 impl<'a> HttpBackendBuilder<'a> {
     pub fn new(config: &'a Config) -> Self {
-        HttpBackendBuilder {
-            config,
-            connect_timeout: Duration::from_secs(10),
-        }
+        HttpBackendBuilder { config, connect_timeout: Duration::from_secs(10) }
     }
 
     /// The most time to spend opening a connection (capped by the request timeout).
@@ -107,9 +104,7 @@ impl HttpBackend {
 
     fn transport(&self, e: reqwest::Error) -> Error {
         if e.is_timeout() {
-            return Error::Timeout {
-                timeout: self.timeout,
-            };
+            return Error::Timeout { timeout: self.timeout };
         }
         // The innermost cause says what happened ("Connection refused");
         // the layers above it only say where.
@@ -117,26 +112,18 @@ impl HttpBackend {
         while let Some(s) = root.source() {
             root = s;
         }
-        let message = if std::ptr::addr_eq(root, &e) {
-            e.without_url().to_string()
-        } else {
-            root.to_string()
-        };
+        let message = if std::ptr::addr_eq(root, &e) { e.without_url().to_string() } else { root.to_string() };
         Error::Transport { message }
     }
 
     async fn read_body(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, Error> {
         if resp.content_length().is_some_and(|n| n > self.max_body) {
-            return Err(Error::TooLarge {
-                limit: self.max_body,
-            });
+            return Err(Error::TooLarge { limit: self.max_body });
         }
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport(e))? {
             if (body.len() + chunk.len()) as u64 > self.max_body {
-                return Err(Error::TooLarge {
-                    limit: self.max_body,
-                });
+                return Err(Error::TooLarge { limit: self.max_body });
             }
             body.extend_from_slice(&chunk);
         }
@@ -149,10 +136,7 @@ impl HttpBackend {
 fn authorization(credentials: &Credentials) -> HeaderValue {
     let text = match credentials {
         Credentials::Basic { username, password } => {
-            format!(
-                "Basic {}",
-                BASE64.encode(format!("{username}:{}", password.expose()))
-            )
+            format!("Basic {}", BASE64.encode(format!("{username}:{}", password.expose())))
         }
         // The token header's name is unconfirmed in Kaspersky's docs; it is
         // written here and nowhere else.
@@ -170,25 +154,14 @@ fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
 #[async_trait]
 impl Backend for HttpBackend {
-    async fn fetch(
-        &self,
-        function: Function,
-        indicator: &Indicator,
-    ) -> Result<Answer, LookupFailure> {
+    async fn fetch(&self, function: Function, indicator: &Indicator) -> Result<Answer, LookupFailure> {
         let url = self.url(function, indicator);
-        tracing::debug!(
-            function = function.name(),
-            indicator = indicator.as_str(),
-            "request"
-        );
+        tracing::debug!(function = function.name(), indicator = indicator.as_str(), "request");
         let resp = self
             .client
             .get(&url)
@@ -211,13 +184,8 @@ impl Backend for HttpBackend {
             _ => {
                 let retry_after = retry_after(&resp);
                 let body = self.read_body(resp).await.unwrap_or_default();
-                let body_excerpt: String =
-                    String::from_utf8_lossy(&body).chars().take(200).collect();
-                Err(Error::Status {
-                    status: status.as_u16(),
-                    body_excerpt,
-                    retry_after,
-                })
+                let body_excerpt: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+                Err(Error::Status { status: status.as_u16(), body_excerpt, retry_after })
             }
         }
     }

@@ -19,11 +19,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 /// Everything but the RFC 3986 unreserved characters is encoded, so the
 /// indicator is always exactly one path segment (`/`, `?`, `#`, `%`, `:`,
 /// `@`, `=`, `&` and space included).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// The longest URL indicator, counted once percent-encoded.
 pub const MAX_URL_LEN: usize = 2000;
@@ -93,12 +89,7 @@ impl IndicatorError {
 
     /// For a JSON value that is not a string at all.
     pub fn not_a_string(kind: ObjectKind, json_type: &str) -> IndicatorError {
-        IndicatorError {
-            message: format!(
-                "invalid {}: expected a string, found {json_type}",
-                kind.describe()
-            ),
-        }
+        IndicatorError { message: format!("invalid {}: expected a string, found {json_type}", kind.describe()) }
     }
 }
 
@@ -121,20 +112,16 @@ impl Indicator {
             ObjectKind::Ipv4 => parse_ipv4(trimmed)
                 .map(|ip| ip.to_string())
                 .ok_or_else(|| IndicatorError::new(kind, trimmed, ipv4_reason(trimmed)))?,
-            ObjectKind::Domain => normalise_domain(trimmed)
-                .map_err(|reason| IndicatorError::new(kind, trimmed, Some(reason)))?,
+            ObjectKind::Domain => {
+                normalise_domain(trimmed).map_err(|reason| IndicatorError::new(kind, trimmed, Some(reason)))?
+            }
             ObjectKind::Url => {
-                check_url(trimmed)
-                    .map_err(|reason| IndicatorError::new(kind, trimmed, Some(reason)))?;
+                check_url(trimmed).map_err(|reason| IndicatorError::new(kind, trimmed, Some(reason)))?;
                 trimmed.to_owned()
             }
             ObjectKind::Hash => {
                 hash_kind(trimmed).ok_or_else(|| {
-                    IndicatorError::new(
-                        kind,
-                        trimmed,
-                        Some("expected 32, 40 or 64 hexadecimal digits"),
-                    )
+                    IndicatorError::new(kind, trimmed, Some("expected 32, 40 or 64 hexadecimal digits"))
                 })?;
                 trimmed.to_ascii_uppercase()
             }
@@ -185,10 +172,7 @@ impl Indicator {
     /// range, which is not sent unless the configuration asks for it.
     pub fn is_private_or_reserved(&self) -> bool {
         match self.kind {
-            ObjectKind::Ipv4 => self
-                .value
-                .parse::<Ipv4Addr>()
-                .is_ok_and(is_private_or_reserved),
+            ObjectKind::Ipv4 => self.value.parse::<Ipv4Addr>().is_ok_and(is_private_or_reserved),
             _ => false,
         }
     }
@@ -212,9 +196,7 @@ fn parse_ipv4(s: &str) -> Option<Ipv4Addr> {
 }
 
 fn ipv4_reason(s: &str) -> Option<&'static str> {
-    s.parse::<std::net::Ipv6Addr>()
-        .is_ok()
-        .then_some("IPv6 is not supported, the IP lookup takes IPv4 only")
+    s.parse::<std::net::Ipv6Addr>().is_ok().then_some("IPv6 is not supported, the IP lookup takes IPv4 only")
 }
 
 /// RFC 1918, loopback, link-local, `0.0.0.0/8`, CGNAT, multicast,
@@ -261,10 +243,7 @@ fn normalise_domain(s: &str) -> Result<String, &'static str> {
         if label.len() > 63 {
             return Err("label longer than 63 characters");
         }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err("only letters, digits, '-' and '_' are allowed");
         }
         if label.starts_with('-') || label.ends_with('-') {
@@ -302,19 +281,8 @@ mod tests {
     #[test]
     fn ipv4() {
         assert_eq!(ok(ObjectKind::Ipv4, " 8.8.8.8\t"), "8.8.8.8");
-        assert_eq!(
-            err(ObjectKind::Ipv4, "1.2.3"),
-            r#"invalid IPv4 address "1.2.3""#
-        );
-        for bad in [
-            "256.1.1.1",
-            "1.2.3.4.5",
-            "01.2.3.4",
-            "http://1.2.3.4",
-            "",
-            "1.2.3.4/24",
-            "a.b.c.d",
-        ] {
+        assert_eq!(err(ObjectKind::Ipv4, "1.2.3"), r#"invalid IPv4 address "1.2.3""#);
+        for bad in ["256.1.1.1", "1.2.3.4.5", "01.2.3.4", "http://1.2.3.4", "", "1.2.3.4/24", "a.b.c.d"] {
             assert!(Indicator::parse(ObjectKind::Ipv4, bad).is_err(), "{bad}");
         }
         assert!(err(ObjectKind::Ipv4, "::1").contains("IPv6"));
@@ -337,37 +305,17 @@ mod tests {
             "240.0.0.1",
             "255.255.255.255",
         ] {
-            assert!(
-                Indicator::parse(ObjectKind::Ipv4, ip)
-                    .unwrap()
-                    .is_private_or_reserved(),
-                "{ip}"
-            );
+            assert!(Indicator::parse(ObjectKind::Ipv4, ip).unwrap().is_private_or_reserved(), "{ip}");
         }
-        for ip in [
-            "8.8.8.8",
-            "172.32.0.1",
-            "100.128.0.1",
-            "100.63.255.255",
-            "192.0.2.1",
-            "223.255.255.255",
-        ] {
-            assert!(
-                !Indicator::parse(ObjectKind::Ipv4, ip)
-                    .unwrap()
-                    .is_private_or_reserved(),
-                "{ip}"
-            );
+        for ip in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "100.63.255.255", "192.0.2.1", "223.255.255.255"] {
+            assert!(!Indicator::parse(ObjectKind::Ipv4, ip).unwrap().is_private_or_reserved(), "{ip}");
         }
     }
 
     #[test]
     fn domain() {
         assert_eq!(ok(ObjectKind::Domain, " Example.COM. "), "example.com");
-        assert_eq!(
-            ok(ObjectKind::Domain, "_dmarc.my-site.example"),
-            "_dmarc.my-site.example"
-        );
+        assert_eq!(ok(ObjectKind::Domain, "_dmarc.my-site.example"), "_dmarc.my-site.example");
         for bad in [
             "localhost",
             "-bad.com",
@@ -396,70 +344,36 @@ mod tests {
         assert_eq!(ok(ObjectKind::Url, raw), raw);
         assert!(Indicator::parse(ObjectKind::Url, "  ").is_err());
         assert!(Indicator::parse(ObjectKind::Url, "http://a/\u{7}").is_err());
-        assert!(
-            Indicator::parse(ObjectKind::Url, &format!("http://a/{}", "x".repeat(1990))).is_err()
-        );
+        assert!(Indicator::parse(ObjectKind::Url, &format!("http://a/{}", "x".repeat(1990))).is_err());
         // 700 characters that encode to three each are over the limit too.
-        assert!(
-            Indicator::parse(ObjectKind::Url, &format!("http://a/{}", "?".repeat(700))).is_err()
-        );
+        assert!(Indicator::parse(ObjectKind::Url, &format!("http://a/{}", "?".repeat(700))).is_err());
     }
 
     #[test]
     fn hash() {
-        assert_eq!(
-            ok(ObjectKind::Hash, "d41d8cd98f00b204e9800998ecf8427e"),
-            "D41D8CD98F00B204E9800998ECF8427E"
-        );
-        assert_eq!(
-            Indicator::parse(ObjectKind::Hash, &"a".repeat(40))
-                .unwrap()
-                .hash_kind(),
-            Some(HashKind::Sha1)
-        );
-        assert_eq!(
-            Indicator::parse(ObjectKind::Hash, &"F".repeat(64))
-                .unwrap()
-                .hash_kind(),
-            Some(HashKind::Sha256)
-        );
-        for bad in [
-            "d41d8cd98f00b204e9800998ecf8427",
-            "g41d8cd98f00b204e9800998ecf8427e",
-            "",
-        ] {
+        assert_eq!(ok(ObjectKind::Hash, "d41d8cd98f00b204e9800998ecf8427e"), "D41D8CD98F00B204E9800998ECF8427E");
+        assert_eq!(Indicator::parse(ObjectKind::Hash, &"a".repeat(40)).unwrap().hash_kind(), Some(HashKind::Sha1));
+        assert_eq!(Indicator::parse(ObjectKind::Hash, &"F".repeat(64)).unwrap().hash_kind(), Some(HashKind::Sha256));
+        for bad in ["d41d8cd98f00b204e9800998ecf8427", "g41d8cd98f00b204e9800998ecf8427e", ""] {
             assert!(Indicator::parse(ObjectKind::Hash, bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn path_segment_has_no_separator() {
-        let url =
-            Indicator::parse(ObjectKind::Url, "http://evil.example/../a?b=c&d#e f%2F@x:1").unwrap();
+        let url = Indicator::parse(ObjectKind::Url, "http://evil.example/../a?b=c&d#e f%2F@x:1").unwrap();
         let seg = url.path_segment();
-        assert!(
-            !seg.contains(['/', '?', '#', ' ', ':', '@', '&', '=']),
-            "{seg}"
-        );
-        assert_eq!(
-            seg,
-            "http%3A%2F%2Fevil.example%2F..%2Fa%3Fb%3Dc%26d%23e%20f%252F%40x%3A1"
-        );
+        assert!(!seg.contains(['/', '?', '#', ' ', ':', '@', '&', '=']), "{seg}");
+        assert_eq!(seg, "http%3A%2F%2Fevil.example%2F..%2Fa%3Fb%3Dc%26d%23e%20f%252F%40x%3A1");
     }
 
     #[test]
     fn detect() {
         assert_eq!(Indicator::detect("8.8.8.8"), Some(ObjectKind::Ipv4));
         assert_eq!(Indicator::detect("http://8.8.8.8/"), Some(ObjectKind::Url));
-        assert_eq!(
-            Indicator::detect("example.com/login"),
-            Some(ObjectKind::Url)
-        );
+        assert_eq!(Indicator::detect("example.com/login"), Some(ObjectKind::Url));
         assert_eq!(Indicator::detect("example.com"), Some(ObjectKind::Domain));
-        assert_eq!(
-            Indicator::detect("D41D8CD98F00B204E9800998ECF8427E"),
-            Some(ObjectKind::Hash)
-        );
+        assert_eq!(Indicator::detect("D41D8CD98F00B204E9800998ECF8427E"), Some(ObjectKind::Hash));
         assert_eq!(Indicator::detect("not an indicator"), None);
     }
 

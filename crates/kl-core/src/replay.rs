@@ -44,8 +44,7 @@ impl ReplayBackend {
 
     /// The file that holds the recorded answer for `indicator`.
     pub fn path_for(dir: &Path, indicator: &Indicator) -> PathBuf {
-        dir.join(indicator.kind().api_type())
-            .join(format!("{}.json", indicator.path_segment()))
+        dir.join(indicator.kind().api_type()).join(format!("{}.json", indicator.path_segment()))
     }
 }
 
@@ -54,11 +53,7 @@ const MAX_FILE_NAME: usize = 250;
 
 #[async_trait]
 impl Backend for ReplayBackend {
-    async fn fetch(
-        &self,
-        function: Function,
-        indicator: &Indicator,
-    ) -> Result<Answer, LookupFailure> {
+    async fn fetch(&self, function: Function, indicator: &Indicator) -> Result<Answer, LookupFailure> {
         if indicator.path_segment().len() + ".json".len() > MAX_FILE_NAME {
             return Ok(Answer::NotFound);
         }
@@ -67,9 +62,7 @@ impl Backend for ReplayBackend {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Answer::NotFound),
             Err(e) => {
-                return Err(Error::Replay {
-                    message: format!("cannot read {}: {e}", path.display()),
-                });
+                return Err(Error::Replay { message: format!("cannot read {}: {e}", path.display()) });
             }
         };
         let mut value = decode_body(&body)?;

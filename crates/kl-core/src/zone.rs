@@ -20,13 +20,7 @@ pub enum Zone {
 
 impl Zone {
     /// The known colours, most severe first (the order of zone families).
-    pub const KNOWN: [Zone; 5] = [
-        Zone::Red,
-        Zone::Orange,
-        Zone::Yellow,
-        Zone::Grey,
-        Zone::Green,
-    ];
+    pub const KNOWN: [Zone; 5] = [Zone::Red, Zone::Orange, Zone::Yellow, Zone::Grey, Zone::Green];
 
     /// Parses a zone case-insensitively; `Gray` means `Grey`.
     pub fn parse(s: &str) -> Zone {
@@ -110,25 +104,11 @@ mod tests {
 
     #[test]
     fn severity_order() {
-        let mut zones = vec![
-            Zone::Green,
-            Zone::Unknown("x".into()),
-            Zone::Red,
-            Zone::Grey,
-            Zone::Yellow,
-            Zone::Orange,
-        ];
+        let mut zones = vec![Zone::Green, Zone::Unknown("x".into()), Zone::Red, Zone::Grey, Zone::Yellow, Zone::Orange];
         zones.sort();
         assert_eq!(
             zones,
-            vec![
-                Zone::Unknown("x".into()),
-                Zone::Green,
-                Zone::Grey,
-                Zone::Yellow,
-                Zone::Orange,
-                Zone::Red
-            ]
+            vec![Zone::Unknown("x".into()), Zone::Green, Zone::Grey, Zone::Yellow, Zone::Orange, Zone::Red]
         );
         assert!(Zone::Red > Zone::Orange && Zone::Orange > Zone::Yellow);
     }

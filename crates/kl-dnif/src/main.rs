@@ -6,7 +6,7 @@
 //! the exit status is 2 only for usage, config and input errors, and then
 //! nothing is written on stdout.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -56,6 +56,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .with_target(false)
         .init();
 }
@@ -70,15 +71,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     let backend = HttpBackend::from_config(&config).context("configuration")?;
 
     let mut input = String::new();
-    io::stdin()
-        .read_to_string(&mut input)
-        .context("cannot read stdin")?;
+    io::stdin().read_to_string(&mut input).context("cannot read stdin")?;
     let mut events = parse_events(&input)?;
     drop(input);
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let engine = Engine::new(Arc::new(backend), EngineOptions::from_config(&config));
     runtime.block_on(enrich(&engine, args.function, &field, &mut events));
     let s = engine.stats();
@@ -108,51 +105,35 @@ fn find_config(given: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
     if let Some(p) = std::env::var_os("KL_CONFIG") {
         return Ok(Some(PathBuf::from(p)));
     }
-    let beside_plugin = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent()?.parent().map(|dir| dir.join("dnifconfig.yml")));
-    Ok(beside_plugin
-        .into_iter()
-        .chain([PathBuf::from("dnifconfig.yml")])
-        .find(|p| p.is_file()))
+    let beside_plugin =
+        std::env::current_exe().ok().and_then(|exe| exe.parent()?.parent().map(|dir| dir.join("dnifconfig.yml")));
+    Ok(beside_plugin.into_iter().chain([PathBuf::from("dnifconfig.yml")]).find(|p| p.is_file()))
 }
 
 fn parse_events(input: &str) -> anyhow::Result<Vec<Map<String, Value>>> {
     if input.trim().is_empty() {
         bail!("stdin is empty; expected a JSON array of event objects");
     }
-    let value: Value = serde_json::from_str(input)
-        .context("stdin is not valid JSON; expected a JSON array of event objects")?;
+    let value: Value =
+        serde_json::from_str(input).context("stdin is not valid JSON; expected a JSON array of event objects")?;
     let Value::Array(items) = value else {
-        bail!(
-            "stdin must be a JSON array of event objects, found {}",
-            kl_core::json_type(&value)
-        );
+        bail!("stdin must be a JSON array of event objects, found {}", kl_core::json_type(&value));
     };
     items
         .into_iter()
         .enumerate()
         .map(|(i, item)| match item {
             Value::Object(map) => Ok(map),
-            other => bail!(
-                "stdin must be a JSON array of event objects, but element {i} is {}",
-                kl_core::json_type(&other)
-            ),
+            other => {
+                bail!("stdin must be a JSON array of event objects, but element {i} is {}", kl_core::json_type(&other))
+            }
         })
         .collect()
 }
 
 /// Looks up every event's own indicator and adds its fields to it.
-async fn enrich(
-    engine: &Engine,
-    function: Function,
-    field: &str,
-    events: &mut [Map<String, Value>],
-) {
-    let texts: Vec<&str> = events
-        .iter()
-        .filter_map(|e| e.get(field)?.as_str())
-        .collect();
+async fn enrich(engine: &Engine, function: Function, field: &str, events: &mut [Map<String, Value>]) {
+    let texts: Vec<&str> = events.iter().filter_map(|e| e.get(field)?.as_str()).collect();
     let mut answers = engine.lookup_batch(function, &texts).await.into_iter();
     let outcomes: Vec<Option<Outcome>> = events
         .iter()

@@ -1,0 +1,58 @@
+//! The replay backend over the committed fixtures.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kl_core::{Engine, EngineOptions, Function, Indicator, ObjectKind, Outcome, ReplayBackend};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/responses")
+}
+
+/// Every fixture is named by its normalised, encoded indicator, so the
+/// replay backend (and `--offline`) can find it.
+#[test]
+fn fixture_names_are_normalised_indicators() {
+    for kind in [ObjectKind::Ipv4, ObjectKind::Domain, ObjectKind::Url, ObjectKind::Hash] {
+        let dir = fixtures().join(kind.api_type());
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap();
+            let stem = name.strip_suffix(".json").unwrap();
+            let raw = percent_decode(stem);
+            let ind = Indicator::parse(kind, &raw).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(ReplayBackend::path_for(&fixtures(), &ind), path, "{name} is not the normalised name");
+            n += 1;
+        }
+        assert!(n >= 4, "{kind:?}: only {n} fixtures");
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test]
+async fn replay_answers_with_the_function_sections_only() {
+    let engine = Engine::new(Arc::new(ReplayBackend::new(fixtures()).unwrap()), EngineOptions::default());
+    let Outcome::Data(v) = engine.lookup(Function::IpReportFile, "39.90.148.83").await else { panic!() };
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["LicenseInfo", "FilesDownloadedFromIp", "HostedUrls"]);
+    let url = "http://secure-paypal-login.info/signin?session=1&next=/account";
+    assert!(matches!(engine.lookup(Function::UrlReport, url).await, Outcome::Data(_)));
+    assert_eq!(engine.lookup(Function::DomainReport, "never-recorded.example").await, Outcome::NotFound);
+    assert!(ReplayBackend::new("/nonexistent/dir").is_err());
+}

@@ -1,0 +1,169 @@
+//! Exit statuses, failed lookups between good ones, and secrets.
+
+use serde_json::{Value, json};
+use wiremock::matchers::{any, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::*;
+
+async fn expect_exit_2(args: &[&str], stdin: &[u8], envs: &[(&str, &str)], needle: &str) {
+    let out = run_kl_dnif(args, stdin, envs).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(out.stdout.is_empty(), "{args:?}: stdout must stay empty");
+    assert!(stderr.contains(needle), "{args:?}: expected {needle:?} in {stderr}");
+}
+
+#[tokio::test]
+async fn malformed_stdin_exits_2() {
+    let server = MockServer::start().await;
+    Mock::given(any()).respond_with(ResponseTemplate::new(500)).expect(0).mount(&server).await;
+    let (_dir, cfg) = config_dir(&format!("{}/api", server.uri()), "");
+    let args = ["--config", cfg.to_str().unwrap(), "get_ip_report", "$SrcIP"];
+    for (stdin, needle) in [
+        (&b"not json"[..], "not valid JSON"),
+        (br#"{"$SrcIP":"8.8.8.8"}"#, "found an object"),
+        (br#"[{"$SrcIP":"8.8.8.8"}, "8.8.4.4"]"#, "element 1 is a string"),
+        (br#"[{"$SrcIP":"8.8.8.8"}"#, "not valid JSON"),
+        (b"", "empty"),
+        (b"[] []", "not valid JSON"),
+    ] {
+        expect_exit_2(&args, stdin, &[], needle).await;
+    }
+}
+
+#[tokio::test]
+async fn usage_and_config_errors_exit_2_before_any_lookup() {
+    let server = MockServer::start().await;
+    Mock::given(any()).respond_with(ResponseTemplate::new(500)).expect(0).mount(&server).await;
+    let url = format!("{}/api", server.uri());
+    let batch = br#"[{"$SrcIP":"8.8.8.8"}]"#;
+    expect_exit_2(&["get_ip_report"], batch, &[], "FIELD").await;
+    expect_exit_2(&["get_ipv6_report", "$SrcIP"], batch, &[], "unknown function").await;
+    expect_exit_2(
+        &["--config", "/nonexistent/dnifconfig.yml", "get_ip_report", "$SrcIP"],
+        batch,
+        &[],
+        "does not exist",
+    )
+    .await;
+    for (extra, needle) in [
+        ("  KL_NOT_A_KEY: 1\n", "KL_NOT_A_KEY"),
+        ("  KL_CONCURRENCY: lots\n", "KL_CONCURRENCY"),
+        ("  KASPERSKY_CA_CERT_PATH: missing-ca.pem\n", "KASPERSKY_CA_CERT_PATH"),
+    ] {
+        let (_dir, cfg) = config_dir(&url, extra);
+        expect_exit_2(&["--config", cfg.to_str().unwrap(), "get_ip_report", "$SrcIP"], batch, &[], needle).await;
+    }
+    let (_dir, cfg) = config_dir(&url, "");
+    let args = ["--config", cfg.to_str().unwrap(), "get_ip_report", "$SrcIP"];
+    expect_exit_2(&args, batch, &[("KASPERSKY_API_URL", "http://tip.example.com/api")], "KASPERSKY_API_URL").await;
+    // A bad PEM, with the password only in the environment.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("client.pem"), "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n")
+        .unwrap();
+    let yml = dir.path().join("dnifconfig.yml");
+    std::fs::write(
+        &yml,
+        format!("lookup_plugin:\n  KASPERSKY_API_USERNAME: u\n  KASPERSKY_API_CERT_PATH: client.pem\n  KASPERSKY_API_URL: {url}\n"),
+    )
+    .unwrap();
+    let args = ["--config", yml.to_str().unwrap(), "get_ip_report", "$SrcIP"];
+    expect_exit_2(&args, batch, &[("KASPERSKY_API_PASSWORD", PASSWORD)], "KASPERSKY_API_CERT_PATH").await;
+}
+
+#[tokio::test]
+async fn a_failed_lookup_never_carries_another_events_data() {
+    let server = MockServer::start().await;
+    let good = |ip: &str| json!({"Zone": "Red", "IpGeneralInfo": {"Ip": ip, "Categories": [format!("CATEGORY_{ip}")]}});
+    Mock::given(path("/api/ip/1.0.0.1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(good("1.0.0.1")))
+        .mount(&server)
+        .await;
+    Mock::given(path("/api/ip/1.0.0.2")).respond_with(ResponseTemplate::new(500)).mount(&server).await;
+    Mock::given(path("/api/ip/1.0.0.3"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>busy</html>"))
+        .mount(&server)
+        .await;
+    Mock::given(path("/api/ip/1.0.0.4"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(&br#"{"Zone":"Red","IpGeneralInfo":{"Ip":"1.0"#[..], "application/json"),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(path("/api/ip/1.0.0.5"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(good("1.0.0.5")))
+        .mount(&server)
+        .await;
+    let (_dir, cfg) = config_dir(&format!("{}/api", server.uri()), "  KL_RETRIES: 2\n");
+    let batch: Vec<Value> = (1..=5).map(|i| json!({"$SrcIP": format!("1.0.0.{i}"), "n": i})).collect();
+    let out = parse(
+        &run_kl_dnif(
+            &["--config", cfg.to_str().unwrap(), "get_ip_report", "$SrcIP"],
+            &serde_json::to_vec(&batch).unwrap(),
+            &[],
+        )
+        .await,
+    );
+    assert_eq!(out.len(), 5);
+    for (i, e) in out.iter().enumerate() {
+        assert_eq!(e["n"], i + 1, "order kept");
+    }
+    assert_eq!(out[0]["$KLCategory"], json!(["CATEGORY_1.0.0.1"]));
+    assert_eq!(out[4]["$KLCategory"], json!(["CATEGORY_1.0.0.5"]));
+    assert_eq!(out[1]["$KLError"], "HTTP 500 after 2 tries");
+    for e in &out[1..4] {
+        assert_eq!(kl_keys(e), ["$KLError"], "{e}");
+    }
+}
+
+#[tokio::test]
+async fn unauthorised_stops_the_run_and_every_event_says_why() {
+    let server = MockServer::start().await;
+    Mock::given(any()).respond_with(ResponseTemplate::new(401)).expect(1).mount(&server).await;
+    let (_dir, cfg) = config_dir(&format!("{}/api", server.uri()), "  KL_CONCURRENCY: 1\n");
+    let batch = br#"[{"ip":"1.0.0.1"},{"ip":"1.0.0.2"},{"ip":"1.0.0.3"}]"#;
+    let out = parse(&run_kl_dnif(&["--config", cfg.to_str().unwrap(), "get_ip_report", "ip"], batch, &[]).await);
+    for e in &out {
+        assert_eq!(kl_keys(e), ["$KLError"]);
+        assert!(e["$KLError"].as_str().unwrap().contains("authentication failed (HTTP 401)"), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn credentials_never_appear_at_trace_level() {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"Zone": "Green"})))
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["kl-test".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("client.pem"), format!("{}{}", ck.cert.pem(), ck.key_pair.serialize_pem())).unwrap();
+    let yml = dir.path().join("dnifconfig.yml");
+    std::fs::write(
+        &yml,
+        format!(
+            "lookup_plugin:\n  KASPERSKY_API_USERNAME: kl-user\n  KASPERSKY_API_PASSWORD: {PASSWORD}\n  KASPERSKY_API_CERT_PATH: client.pem\n  KASPERSKY_API_URL: {}/api\n",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    let out = run_kl_dnif(
+        &["--config", yml.to_str().unwrap(), "get_ip_report", "$SrcIP"],
+        br#"[{"$SrcIP":"8.8.8.8"},{"$SrcIP":"8.8.4.4"}]"#,
+        &[("RUST_LOG", "trace")],
+    )
+    .await;
+    let everything = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(r#"indicator="8.8.4.4""#) && stderr.contains("TRACE"), "trace logging ran: {stderr}");
+    // base64("kl-user:pw-5ecret-DNIF")
+    for secret in [PASSWORD, "a2wtdXNlcjpwdy01ZWNyZXQtRE5JRg==", "a2wtdXNlcjpwdy01ZWNyZXQtRE5JRg"] {
+        assert!(!everything.contains(secret), "{secret} leaked");
+    }
+    let sent = &server.received_requests().await.unwrap()[0];
+    assert_eq!(sent.headers["authorization"], "Basic a2wtdXNlcjpwdy01ZWNyZXQtRE5JRg==");
+}

@@ -1,0 +1,100 @@
+//! kl-dnif driven as DNIF drives it: a JSON array on stdin, the enriched
+//! array on stdout, against a wiremock TIP.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use wiremock::matchers::{any, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+mod contract;
+mod failures;
+
+const PASSWORD: &str = "pw-5ecret-DNIF";
+
+pub async fn run_kl_dnif(args: &[&str], stdin: &[u8], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kl-dnif"));
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).env_remove("RUST_LOG");
+    for key in [
+        "KL_CONFIG",
+        "KASPERSKY_API_TOKEN",
+        "KASPERSKY_API_URL",
+        "KASPERSKY_API_USERNAME",
+        "KASPERSKY_API_PASSWORD",
+        "KASPERSKY_API_CERT_PATH",
+    ] {
+        cmd.env_remove(key);
+    }
+    cmd.envs(envs.iter().copied());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = tokio::spawn(async move {
+        let _ = input.write_all(&data).await;
+    });
+    let out = child.wait_with_output().await.unwrap();
+    writer.await.unwrap();
+    out
+}
+
+/// A config folder with a token config pointing at `url`, plus `extra` lines.
+pub fn config_dir(url: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dnifconfig.yml");
+    std::fs::write(
+        &path,
+        format!("lookup_plugin:\n  KASPERSKY_API_TOKEN: tok-DNIF-SECRET\n  KASPERSKY_API_URL: {url}\n  KL_TIMEOUT_SECS: 5\n{extra}"),
+    )
+    .unwrap();
+    (dir, path)
+}
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+/// Serves every fixture response at its API path, each at most once per
+/// function's sections, and fails on anything else.
+pub async fn fixture_server() -> MockServer {
+    let server = MockServer::start().await;
+    for kind in ["ip", "domain", "url", "hash"] {
+        for entry in std::fs::read_dir(fixtures().join("responses").join(kind)).unwrap() {
+            let p = entry.unwrap().path();
+            let stem = p.file_stem().unwrap().to_str().unwrap().to_owned();
+            let body: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            Mock::given(path(format!("/api/{kind}/{stem}")))
+                .respond_with(ResponseTemplate::new(200).set_body_json(body))
+                .named(format!("{kind}/{stem}"))
+                .mount(&server)
+                .await;
+        }
+    }
+    Mock::given(any()).respond_with(ResponseTemplate::new(404)).named("not recorded").mount(&server).await;
+    server
+}
+
+pub fn parse(out: &Output) -> Vec<Value> {
+    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The `$KL` keys of an event.
+pub fn kl_keys(event: &Value) -> Vec<&str> {
+    event.as_object().unwrap().keys().map(String::as_str).filter(|k| k.starts_with("$KL")).collect()
+}
+
+#[tokio::test]
+async fn counts_requests_by_path() {
+    // A sanity check of the fixture server itself: unknown paths are 404.
+    let server = fixture_server().await;
+    let (_d, cfg) = config_dir(&format!("{}/api", server.uri()), "");
+    let out = run_kl_dnif(
+        &["--config", cfg.to_str().unwrap(), "get_ip_report", "$SrcIP"],
+        br#"[{"$SrcIP":"203.0.113.77"}]"#,
+        &[],
+    )
+    .await;
+    assert_eq!(parse(&out), vec![json!({"$SrcIP": "203.0.113.77", "$KLZone": "Grey"})]);
+}
