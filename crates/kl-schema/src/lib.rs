@@ -12,8 +12,10 @@
 
 mod docs;
 mod flatten;
+pub mod style;
 mod table;
 
 pub use docs::fields_markdown;
 pub use flatten::{Field, flatten, render};
+pub use style::{Match, Style};
 pub use table::{ERROR_FIELD, FieldSpec, Kind, SKIPPED_FIELD, ZONE_FIELD, table};
