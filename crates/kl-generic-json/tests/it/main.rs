@@ -1,0 +1,69 @@
+//! kl-generic-json as a pipeline runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+
+use tokio::io::AsyncWriteExt;
+
+mod cli;
+mod recipes;
+mod styles;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kl-generic-json")
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn responses() -> PathBuf {
+    root().join("fixtures/responses")
+}
+
+pub fn command(args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).env_remove("RUST_LOG");
+    for key in [
+        "KL_CONFIG",
+        "KASPERSKY_API_TOKEN",
+        "KASPERSKY_API_URL",
+        "KASPERSKY_API_USERNAME",
+        "KASPERSKY_API_PASSWORD",
+        "KASPERSKY_API_CERT_PATH",
+    ] {
+        cmd.env_remove(key);
+    }
+    cmd
+}
+
+/// Runs with `stdin` written in full, then closed.
+pub async fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = command(args).spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = tokio::spawn(async move {
+        let _ = input.write_all(&data).await;
+    });
+    let out = child.wait_with_output().await.unwrap();
+    writer.await.unwrap();
+    out
+}
+
+pub fn stdout_lines(out: &Output) -> Vec<serde_json::Value> {
+    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// A token config for `url` in a temporary folder.
+pub fn config(url: &str, extra: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kl.yml");
+    std::fs::write(
+        &path,
+        format!("lookup_plugin:\n  KASPERSKY_API_TOKEN: tok-GENERIC-SECRET\n  KASPERSKY_API_URL: {url}\n{extra}"),
+    )
+    .unwrap();
+    let p = path.to_str().unwrap().to_owned();
+    (dir, p)
+}
