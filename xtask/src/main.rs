@@ -1,26 +1,34 @@
-//! Project tasks: `cargo xtask <task>`.
+//! `cargo xtask <task>`:
 //!
-//! - `docs`: writes `docs/fields.md` from kl-schema's tables.
+//! - `docs`: writes `docs/fields.md` from kl-schema's tables;
+//! - `package [--target T] [--profile P] [--out DIR]`: builds the release
+//!   tarballs and `SHA256SUMS` into `dist/`.
 
-mod docs;
+use xtask::{docs, package, root};
 
-use std::path::PathBuf;
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  docs                                        write docs/fields.md from the kl-schema tables
+  package [--target T] [--profile P] [--out DIR]
+                                              build the release tarballs and SHA256SUMS (default: host target, dist profile, dist/)";
 
 fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let task = args.next().unwrap_or_default();
-    match task.as_str() {
-        "docs" => docs::run(&root()),
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("docs") => docs::run(&root()),
+        Some("package") => {
+            let opts = package::Options::parse(&args[1..])?;
+            let written = package::run(&root(), &opts)?;
+            for line in written.sums.lines() {
+                println!("{line}");
+            }
+            println!("wrote {}", written.dir.display());
+            Ok(())
+        }
         _ => {
-            eprintln!(
-                "usage: cargo xtask <task>\n\ntasks:\n  docs      write docs/fields.md from the kl-schema tables"
-            );
+            eprintln!("{USAGE}");
             std::process::exit(2);
         }
     }
-}
-
-/// The workspace root (the parent of `xtask/`).
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
 }

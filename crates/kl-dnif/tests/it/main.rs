@@ -11,6 +11,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 mod contract;
 mod failures;
+mod shim;
 
 const PASSWORD: &str = "pw-5ecret-DNIF";
 

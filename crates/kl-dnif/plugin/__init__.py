@@ -1,0 +1,1 @@
+# kl: Kaspersky Threat Intelligence Portal lookups for DNIF. GPL-3.0-or-later.
