@@ -1,6 +1,7 @@
 //! Project tasks, callable from tests as well as from `cargo xtask`.
 
 pub mod archive;
+pub mod bench;
 pub mod docs;
 pub mod package;
 

@@ -1,14 +1,17 @@
 //! `cargo xtask <task>`:
 //!
+//! - `bench`: prints the performance figures (see `bench.rs`);
 //! - `docs`: writes `docs/fields.md` from kl-schema's tables;
 //! - `package [--target T] [--profile P] [--out DIR]`: builds the release
 //!   tarballs and `SHA256SUMS` into `dist/`.
 
-use xtask::{docs, package, root};
+use xtask::{bench, docs, package, root};
 
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
+  bench [--latency-ms N] [--concurrency N] [--events N]
+                                              performance figures against a local mock TIP
   docs                                        write docs/fields.md from the kl-schema tables
   package [--target T] [--profile P] [--out DIR]
                                               build the release tarballs and SHA256SUMS (default: host target, dist profile, dist/)";
@@ -17,6 +20,7 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("docs") => docs::run(&root()),
+        Some("bench") => bench::run(&root(), &bench::Options::parse(&args[1..])?),
         Some("package") => {
             let opts = package::Options::parse(&args[1..])?;
             let written = package::run(&root(), &opts)?;

@@ -369,7 +369,8 @@ fn check_url(text: &str) -> Result<Url, ConfigError> {
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+/// Whether the URL names a loopback host (`localhost`, `127.0.0.0/8`, `::1`).
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),

@@ -15,6 +15,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::Instant;
 
 use crate::backend::{Answer, Backend, FailureKind};
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::error::Error;
 use crate::function::Function;
@@ -60,6 +61,12 @@ pub struct EngineOptions {
     pub deadline: Option<Duration>,
     /// Finished lookups remembered for reuse, at most (bounds memory on streams).
     pub memo_limit: usize,
+    /// The persistent cache, if any.
+    pub cache: Option<Arc<Cache>>,
+    /// The spacing of the first `concurrency` requests of a run, so that a
+    /// burst of new connections does not overflow a small server's listen
+    /// backlog (a dropped SYN costs a one-second retransmit).
+    pub ramp_step: Duration,
 }
 
 impl Default for EngineOptions {
@@ -73,6 +80,8 @@ impl Default for EngineOptions {
             retry_after_cap: Duration::from_secs(60),
             deadline: None,
             memo_limit: 100_000,
+            cache: None,
+            ramp_step: Duration::from_millis(2),
         }
     }
 }
@@ -102,6 +111,10 @@ pub struct Stats {
     pub errors: u64,
     /// Lookups skipped by policy.
     pub skipped: u64,
+    /// Lookups answered from the persistent cache.
+    pub cache_hits: u64,
+    /// The day's quota use as the last fresh answer gave it: (requests, quota).
+    pub quota: Option<(u64, u64)>,
     /// The most requests that were in flight at once.
     pub max_in_flight: u64,
 }
@@ -128,8 +141,13 @@ struct Inner {
     retries: AtomicU64,
     errors: AtomicU64,
     skipped: AtomicU64,
+    cache_hits: AtomicU64,
+    quota: Mutex<Option<(u64, u64)>>,
+    quota_warned: std::sync::atomic::AtomicBool,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// Requests started, for the ramp-up.
+    ramp: AtomicUsize,
 }
 
 impl Engine {
@@ -148,8 +166,12 @@ impl Engine {
                 retries: AtomicU64::new(0),
                 errors: AtomicU64::new(0),
                 skipped: AtomicU64::new(0),
+                cache_hits: AtomicU64::new(0),
+                quota: Mutex::new(None),
+                quota_warned: std::sync::atomic::AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
                 max_in_flight: AtomicUsize::new(0),
+                ramp: AtomicUsize::new(0),
             }),
         }
     }
@@ -163,6 +185,8 @@ impl Engine {
             retries: i.retries.load(Ordering::Relaxed),
             errors: i.errors.load(Ordering::Relaxed),
             skipped: i.skipped.load(Ordering::Relaxed),
+            cache_hits: i.cache_hits.load(Ordering::Relaxed),
+            quota: *i.quota.lock().unwrap_or_else(|p| p.into_inner()),
             max_in_flight: i.max_in_flight.load(Ordering::Relaxed) as u64,
         }
     }
@@ -192,10 +216,19 @@ impl Engine {
                 Err(e) => tracing::error!("a lookup task failed: {e}"),
             }
         }
+        self.flush();
         order
             .into_iter()
             .map(|slot| results[slot].clone().unwrap_or_else(|| Outcome::Failed("internal error".to_owned())))
             .collect()
+    }
+
+    /// Writes answers the cache still holds in memory. Called at the end of
+    /// a batch; streams call it when they end.
+    pub fn flush(&self) {
+        if let Some(cache) = &self.inner.opts.cache {
+            cache.flush();
+        }
     }
 
     /// Looks up one raw value: validate, apply policy, then fetch once.
@@ -236,6 +269,12 @@ impl Engine {
     }
 
     async fn fetch(&self, function: Function, indicator: &Indicator) -> Outcome {
+        if let Some(cache) = &self.inner.opts.cache {
+            if let Some(answer) = cache.get(function, indicator) {
+                self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return outcome_of(answer);
+            }
+        }
         let fut = self.fetch_with_retries(function, indicator);
         let outcome = match self.inner.deadline {
             Some(at) => match tokio::time::timeout_at(at, fut).await {
@@ -266,6 +305,11 @@ impl Engine {
                 if let Some(reason) = inner.fatal.get() {
                     return Outcome::Failed(format!("not sent: {reason} earlier in this run"));
                 }
+                // Ramp up (see `EngineOptions::ramp_step`).
+                let n = inner.ramp.fetch_add(1, Ordering::Relaxed);
+                if n < inner.opts.concurrency && !inner.opts.ramp_step.is_zero() {
+                    tokio::time::sleep(inner.opts.ramp_step * n as u32).await;
+                }
                 let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                 inner.max_in_flight.fetch_max(now, Ordering::SeqCst);
                 inner.requests.fetch_add(1, Ordering::Relaxed);
@@ -274,8 +318,15 @@ impl Engine {
                 r
             };
             let err = match result {
-                Ok(Answer::Data(v)) => return Outcome::Data(Arc::new(v)),
-                Ok(Answer::NotFound) => return Outcome::NotFound,
+                Ok(answer) => {
+                    if let Answer::Data(v) = &answer {
+                        self.note_quota(v);
+                    }
+                    if let Some(cache) = &inner.opts.cache {
+                        cache.put(function, indicator, &answer);
+                    }
+                    return outcome_of(answer);
+                }
                 Err(e) => e,
             };
             match err.kind() {
@@ -305,6 +356,20 @@ impl Engine {
         }
     }
 
+    /// Records `LicenseInfo` from a fresh answer; warns once at 90% of the day's quota.
+    fn note_quota(&self, answer: &serde_json::Value) {
+        let info = &answer["LicenseInfo"];
+        let number = |v: &serde_json::Value| v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
+        let (Some(used), Some(quota)) = (number(&info["DayRequests"]), number(&info["DayQuota"])) else { return };
+        *self.inner.quota.lock().unwrap_or_else(|p| p.into_inner()) = Some((used, quota));
+        if quota > 0
+            && used.saturating_mul(10) >= quota.saturating_mul(9)
+            && !self.inner.quota_warned.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!("{used} of the day's {quota} TIP requests are used (90% or more)");
+        }
+    }
+
     /// Exponential backoff with jitter and a cap; a `Retry-After` wins, up to its cap.
     fn backoff(&self, attempt: u32, err: &Error) -> Duration {
         let o = &self.inner.opts;
@@ -313,6 +378,13 @@ impl Engine {
         }
         let exp = o.backoff_base.saturating_mul(1 << (attempt - 1).min(16)).min(o.backoff_cap);
         exp.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
+fn outcome_of(answer: Answer) -> Outcome {
+    match answer {
+        Answer::Data(v) => Outcome::Data(Arc::new(v)),
+        Answer::NotFound => Outcome::NotFound,
     }
 }
 

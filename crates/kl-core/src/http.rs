@@ -63,11 +63,20 @@ impl<'a> HttpBackendBuilder<'a> {
     pub fn build(self) -> Result<HttpBackend, ConfigError> {
         let c = self.config;
         let tls = crate::tls::client_config(c.cert_path.as_deref(), c.ca_cert_path.as_deref())?;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .timeout(c.timeout)
             .connect_timeout(self.connect_timeout.min(c.timeout))
-            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60));
+        if crate::config::is_loopback(&c.api_url) {
+            // On loopback a new connection costs microseconds, while reusing
+            // one can cost 40 ms a response: local test servers and proxies
+            // that write headers and body separately with Nagle's algorithm
+            // on wait for our delayed ACK on every reused connection.
+            builder = builder.pool_max_idle_per_host(0);
+        }
+        let client = builder
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ConfigError::general(format!("cannot build the HTTP client: {e}")))?;
@@ -149,12 +158,18 @@ fn authorization(credentials: &Credentials) -> HeaderValue {
 
 /// `Retry-After` as seconds or as an HTTP date.
 fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    let v = resp.headers().get(RETRY_AFTER)?.to_str().ok()?.trim();
+    parse_retry_after(resp.headers().get(RETRY_AFTER)?.to_str().ok()?, SystemTime::now())
+}
+
+/// `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2026 07:28:00 GMT`; a
+/// date in the past means "now".
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[async_trait]
@@ -194,6 +209,15 @@ impl Backend for HttpBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = httpdate::parse_http_date("Thu, 26 Nov 2026 12:00:00 GMT").unwrap();
+        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Thu, 26 Nov 2026 12:00:30 GMT", now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("Thu, 26 Nov 2026 11:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
 
     #[test]
     fn debug_hides_the_header() {

@@ -11,6 +11,7 @@
 //! one redacts it in `Debug` and `Display`.
 
 mod backend;
+mod cache;
 mod config;
 mod engine;
 mod error;
@@ -23,6 +24,7 @@ mod tls;
 mod zone;
 
 pub use backend::{Answer, Backend, FailureKind, LookupFailure, json_type};
+pub use cache::{CACHE_FILE, Cache, xdg_cache_dir};
 pub use config::{CacheSetting, Config, ConfigError, Credentials, DEFAULT_API_URL};
 pub use engine::{Engine, EngineOptions, Outcome, Stats};
 pub use error::Error;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use kl_core::{Config, Engine, EngineOptions, Function, HttpBackend, Outcome};
+use kl_core::{Cache, Config, Engine, EngineOptions, Function, HttpBackend, Outcome};
 use serde_json::{Map, Value};
 
 /// Enrich DNIF events with Kaspersky Threat Intelligence Portal lookups.
@@ -76,7 +76,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     drop(input);
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let engine = Engine::new(Arc::new(backend), EngineOptions::from_config(&config));
+    // The cache lives beside the plugin's config by default (`cache/`), so
+    // every DNIF process on the host shares it.
+    let default_cache = config.base_dir.as_ref().map(|d| d.join("cache")).or_else(kl_core::xdg_cache_dir);
+    let cache = Cache::for_config(&config, default_cache).map(Arc::new);
+    let engine = Engine::new(Arc::new(backend), EngineOptions { cache, ..EngineOptions::from_config(&config) });
     runtime.block_on(enrich(&engine, args.function, &field, &mut events));
     let s = engine.stats();
     tracing::debug!(
@@ -86,6 +90,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         retries = s.retries,
         errors = s.errors,
         skipped = s.skipped,
+        cache_hits = s.cache_hits,
+        quota_used = s.quota.map(|q| q.0),
+        quota = s.quota.map(|q| q.1),
         max_in_flight = s.max_in_flight,
         "done"
     );

@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use kl_core::{Backend, Config, Engine, EngineOptions, Function, HttpBackend, Indicator, Outcome, ReplayBackend};
+use kl_core::{
+    Backend, Cache, Config, Engine, EngineOptions, Function, HttpBackend, Indicator, Outcome, ReplayBackend,
+};
 use kl_schema::{Match, Style};
 use serde_json::{Map, Value};
 
@@ -173,7 +175,8 @@ fn engine(common: &Common) -> anyhow::Result<Engine> {
     let backend = HttpBackend::from_config(&config).context("configuration")?;
     // A stream has no end to count a run deadline from: each lookup is
     // bounded by its tries and the request timeout instead.
-    let opts = EngineOptions { deadline: None, ..EngineOptions::from_config(&config) };
+    let cache = Cache::for_config(&config, kl_core::xdg_cache_dir()).map(Arc::new);
+    let opts = EngineOptions { deadline: None, cache, ..EngineOptions::from_config(&config) };
     Ok(Engine::new(Arc::new(backend), opts))
 }
 
@@ -191,9 +194,19 @@ async fn enrich(args: EnrichArgs) -> anyhow::Result<ExitCode> {
     let summary = stream::run(engine.clone(), settings, tokio::io::stdin(), tokio::io::stdout()).await?;
     if !args.quiet {
         let s = engine.stats();
+        let quota = s.quota.map(|(used, quota)| format!(", quota {used}/{quota} today")).unwrap_or_default();
         eprintln!(
-            "kl-generic-json: {} lines, {} enriched, {} errors, {} skipped, {} passed through, {} requests, {} cache hits",
-            summary.lines, summary.enriched, summary.errors, summary.skipped, summary.passed, s.requests, s.reused
+            "kl-generic-json: {} lines, {} enriched, {} errors, {} skipped, {} passed through, {} requests, {} cache hits, {} retries{quota}",
+            summary.lines,
+            summary.enriched,
+            summary.errors,
+            summary.skipped,
+            summary.passed,
+            s.requests,
+            // Answered without a request: from the persistent cache, or
+            // from an earlier line with the same indicator.
+            s.cache_hits + s.reused + summary.repeats,
+            s.retries
         );
     }
     Ok(ExitCode::SUCCESS)

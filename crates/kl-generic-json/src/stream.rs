@@ -1,8 +1,14 @@
 //! The NDJSON stream: concurrent lookups, lines out in input order, a
 //! bounded window of lines in flight.
+//!
+//! An enriched line is the input line with the new keys spliced in before
+//! its closing brace, so every byte of the event stays as it came. Only when
+//! a new key would clash with one the event already has (a `threat` object
+//! to extend, an old `$KLZone`) is the event rebuilt as a whole.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use kl_core::{Engine, Function, Outcome};
 use kl_schema::{Match, Style};
@@ -12,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::FunctionChoice;
-use crate::path::FieldPath;
+use crate::path::{FieldPath, Key, RawObject, raw_object};
 
 /// What `enrich` was asked to do.
 #[derive(Debug)]
@@ -33,6 +39,8 @@ pub struct Summary {
     pub errors: u64,
     pub skipped: u64,
     pub passed: u64,
+    /// Lines answered from an earlier line's lookup, without asking the engine.
+    pub repeats: u64,
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +49,34 @@ struct Counters {
     errors: AtomicU64,
     skipped: AtomicU64,
     passed: AtomicU64,
+    repeats: AtomicU64,
+}
+
+/// What one lookup adds to an event, ready to splice in.
+#[derive(Debug)]
+struct Rendered {
+    /// The new top-level keys and values, serialised without braces.
+    members: Vec<u8>,
+    /// The new top-level keys, to detect clashes.
+    keys: Vec<String>,
+    /// The fields, for events that must be rebuilt.
+    object: Map<String, Value>,
+    counter: fn(&Counters) -> &AtomicU64,
+}
+
+/// Rendered answers by (function, indicator as written), so a repeated
+/// indicator costs a splice and nothing more. Cleared when it grows past
+/// this many entries.
+const RENDERED_LIMIT: usize = 100_000;
+
+/// Indicator as written -> the answers rendered for it, per function.
+type RenderedByIndicator = HashMap<String, Vec<(Function, Arc<Rendered>)>>;
+
+struct Shared {
+    engine: Engine,
+    settings: Settings,
+    counters: Counters,
+    rendered: Mutex<RenderedByIndicator>,
 }
 
 /// One line's output: ready now, or once its lookup is done.
@@ -55,8 +91,6 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let settings = Arc::new(settings);
-    let counters = Arc::new(Counters::default());
     let (tx, rx) = mpsc::channel::<Slot>(settings.window.max(1));
     let progress = settings.progress.then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
@@ -66,6 +100,7 @@ where
         );
         bar
     });
+    let shared = Arc::new(Shared { engine, settings, counters: Counters::default(), rendered: Mutex::default() });
     let writer = tokio::spawn(write_lines(rx, output, progress.clone()));
 
     let mut reader = BufReader::with_capacity(1 << 16, input);
@@ -82,13 +117,14 @@ where
             }
         }
         lines += 1;
-        let slot = handle_line(&engine, &settings, &counters, line);
+        let slot = handle_line(&shared, line);
         if tx.send(slot).await.is_err() {
             break; // the writer stopped: stdout is closed
         }
     }
     drop(tx);
     let write_result = writer.await?;
+    shared.engine.flush();
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
@@ -96,63 +132,153 @@ where
         return Err(anyhow::Error::new(e).context("cannot read stdin"));
     }
     write_result?;
+    let c = &shared.counters;
     Ok(Summary {
         lines,
-        enriched: counters.enriched.load(Ordering::Relaxed),
-        errors: counters.errors.load(Ordering::Relaxed),
-        skipped: counters.skipped.load(Ordering::Relaxed),
-        passed: counters.passed.load(Ordering::Relaxed),
+        enriched: c.enriched.load(Ordering::Relaxed),
+        errors: c.errors.load(Ordering::Relaxed),
+        skipped: c.skipped.load(Ordering::Relaxed),
+        passed: c.passed.load(Ordering::Relaxed),
+        repeats: c.repeats.load(Ordering::Relaxed),
     })
 }
 
-fn handle_line(engine: &Engine, settings: &Arc<Settings>, counters: &Arc<Counters>, line: Vec<u8>) -> Slot {
-    let Ok(Value::Object(event)) = serde_json::from_slice::<Value>(&line) else {
-        counters.passed.fetch_add(1, Ordering::Relaxed);
-        return Slot::Ready(line);
+fn handle_line(shared: &Arc<Shared>, line: Vec<u8>) -> Slot {
+    let settings = &shared.settings;
+    let passthrough = |line| {
+        shared.counters.passed.fetch_add(1, Ordering::Relaxed);
+        Slot::Ready(line)
     };
-    let Some(value) = settings.field.get(&event) else {
-        counters.passed.fetch_add(1, Ordering::Relaxed);
-        return Slot::Ready(line);
+    let Some(event) = raw_object(&line) else { return passthrough(line) };
+    let Some(raw) = settings.field.get(&event) else { return passthrough(line) };
+    let text = match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::String(s)) => s,
+        Ok(other) => {
+            let outcome = match settings.function {
+                FunctionChoice::Fixed(f) => Outcome::not_a_string(f, &other),
+                FunctionChoice::Auto => Outcome::Failed(format!(
+                    "invalid indicator: expected a string, found {}",
+                    kl_core::json_type(&other)
+                )),
+            };
+            let rendered = render(shared, Function::IpReport, "", &outcome);
+            return Slot::Ready(finish(shared, line, &rendered));
+        }
+        Err(_) => return passthrough(line),
     };
-    let raw = match value {
-        Value::String(s) => Ok(s.clone()),
-        other => Err(other.clone()),
+    let function = match settings.function.resolve(&text) {
+        Ok(f) => f,
+        Err(reason) => {
+            let rendered = render(shared, Function::IpReport, &text, &Outcome::Failed(reason));
+            drop(event);
+            return Slot::Ready(finish(shared, line, &rendered));
+        }
     };
-    let (engine, settings, counters) = (engine.clone(), settings.clone(), counters.clone());
+    let known = shared
+        .rendered
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(text.as_str())
+        .and_then(|per_function| per_function.iter().find(|(f, _)| *f == function).map(|(_, r)| r.clone()));
+    if let Some(rendered) = known {
+        shared.counters.repeats.fetch_add(1, Ordering::Relaxed);
+        let clash = clashes(&event, &rendered);
+        drop(event);
+        return Slot::Ready(splice_or_rebuild(shared, line, &rendered, clash));
+    }
+    drop(event);
+    let shared = shared.clone();
     Slot::Pending(tokio::spawn(async move {
-        let (function, outcome, raw_text) = match raw {
-            Ok(text) => match settings.function.resolve(&text) {
-                Ok(f) => (f, engine.lookup(f, &text).await, text),
-                Err(reason) => (Function::IpReport, Outcome::Failed(reason), text),
-            },
-            Err(value) => {
-                let f = match settings.function {
-                    FunctionChoice::Fixed(f) => f,
-                    FunctionChoice::Auto => Function::IpReport,
-                };
-                let outcome = match settings.function {
-                    FunctionChoice::Fixed(f) => Outcome::not_a_string(f, &value),
-                    FunctionChoice::Auto => Outcome::Failed(format!(
-                        "invalid indicator: expected a string, found {}",
-                        kl_core::json_type(&value)
-                    )),
-                };
-                (f, outcome, String::new())
+        let outcome = shared.engine.lookup(function, &text).await;
+        let rendered = Arc::new(render(&shared, function, &text, &outcome));
+        {
+            let mut map = shared.rendered.lock().unwrap_or_else(|p| p.into_inner());
+            if map.len() >= RENDERED_LIMIT {
+                map.clear();
             }
-        };
-        let counter = match &outcome {
-            Outcome::Data(_) | Outcome::NotFound => &counters.enriched,
-            Outcome::Skipped(_) => &counters.skipped,
-            Outcome::Failed(_) => &counters.errors,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        let mut event: Map<String, Value> = event;
-        let m = Match { function, raw: &raw_text, field: Some(settings.field.as_str()) };
-        kl_schema::style::write(settings.style, &mut event, kl_schema::render(function, &outcome), &settings.target, m);
-        let mut out = serde_json::to_vec(&event).unwrap_or_default();
-        out.push(b'\n');
-        out
+            map.entry(text).or_default().push((function, rendered.clone()));
+        }
+        finish(&shared, line, &rendered)
     }))
+}
+
+fn render(shared: &Shared, function: Function, raw: &str, outcome: &Outcome) -> Rendered {
+    let s = &shared.settings;
+    let mut object = Map::new();
+    let m = Match { function, raw, field: Some(s.field.as_str()) };
+    kl_schema::style::write(s.style, &mut object, kl_schema::render(function, outcome), &s.target, m);
+    let text = serde_json::to_vec(&Value::Object(object.clone())).unwrap_or_else(|_| b"{}".to_vec());
+    let members = text[1..text.len() - 1].to_vec();
+    let counter: fn(&Counters) -> &AtomicU64 = match outcome {
+        Outcome::Data(_) | Outcome::NotFound => |c| &c.enriched,
+        Outcome::Skipped(_) => |c| &c.skipped,
+        Outcome::Failed(_) => |c| &c.errors,
+    };
+    Rendered { members, keys: object.keys().cloned().collect(), object, counter }
+}
+
+/// Whether the event already has one of the keys the answer adds.
+fn clashes(event: &RawObject<'_>, rendered: &Rendered) -> bool {
+    rendered.keys.iter().any(|k| event.contains_key(&Key(std::borrow::Cow::Borrowed(k.as_str()))))
+}
+
+/// The output line for an event seen for the first time here.
+fn finish(shared: &Shared, line: Vec<u8>, rendered: &Rendered) -> Vec<u8> {
+    let clash = raw_object(&line).is_none_or(|event| clashes(&event, rendered));
+    splice_or_rebuild(shared, line, rendered, clash)
+}
+
+/// `line` with the rendered members spliced in before its closing brace, or
+/// the event rebuilt when a key clashes.
+fn splice_or_rebuild(shared: &Shared, line: Vec<u8>, rendered: &Rendered, clash: bool) -> Vec<u8> {
+    (rendered.counter)(&shared.counters).fetch_add(1, Ordering::Relaxed);
+    if !clash {
+        if let Some(end) = line.iter().rposition(|b| *b == b'}') {
+            let mut out = Vec::with_capacity(line.len() + rendered.members.len() + 3);
+            out.extend_from_slice(&line[..end]);
+            out.push(b',');
+            out.extend_from_slice(&rendered.members);
+            out.extend_from_slice(b"}\n");
+            return out;
+        }
+    }
+    rebuild(shared, &line, rendered)
+}
+
+fn rebuild(shared: &Shared, line: &[u8], rendered: &Rendered) -> Vec<u8> {
+    let Ok(mut event) = serde_json::from_slice::<Map<String, Value>>(line) else { return line.to_vec() };
+    let s = &shared.settings;
+    match s.style {
+        Style::Ecs => {
+            // Extend the event's own threat.enrichments; the rest replaces.
+            for (k, v) in &rendered.object {
+                match (k.as_str(), v) {
+                    ("threat", Value::Object(ours)) => {
+                        let entries = ours.get("enrichments").and_then(Value::as_array).cloned().unwrap_or_default();
+                        let threat = event.entry("threat").or_insert_with(|| Value::Object(Map::new()));
+                        if let Some(list) = threat
+                            .as_object_mut()
+                            .map(|t| t.entry("enrichments").or_insert_with(|| Value::Array(Vec::new())))
+                            .and_then(Value::as_array_mut)
+                        {
+                            list.extend(entries);
+                        }
+                    }
+                    _ => {
+                        event.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        Style::Kl | Style::Nested => {
+            for (k, v) in &rendered.object {
+                event.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let mut out = serde_json::to_vec(&event).unwrap_or_else(|_| line.to_vec());
+    out.push(b'\n');
+    out
 }
 
 /// Writes lines in input order; flushes whenever no further line is ready,

@@ -39,6 +39,7 @@ fn opts(concurrency: usize) -> EngineOptions {
         backoff_base: Duration::from_millis(100),
         backoff_cap: Duration::from_secs(1),
         retry_after_cap: Duration::from_secs(30),
+        ramp_step: Duration::ZERO,
         ..EngineOptions::default()
     }
 }
@@ -122,4 +123,33 @@ async fn the_run_deadline_bounds_a_dead_server() {
         assert_eq!(o, Outcome::Failed("run deadline of 20s exceeded".into()));
     }
     assert_eq!(engine.stats().errors, 3);
+}
+
+/// Records when each request started, in virtual time.
+#[derive(Debug)]
+struct Clocked {
+    origin: tokio::time::Instant,
+    starts: Mutex<Vec<Duration>>,
+}
+
+#[async_trait]
+impl Backend for Clocked {
+    async fn fetch(&self, _: Function, _: &Indicator) -> Result<Answer, LookupFailure> {
+        self.starts.lock().unwrap().push(self.origin.elapsed());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok(Answer::NotFound)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_requests_ramp_up() {
+    let backend = Arc::new(Clocked { origin: tokio::time::Instant::now(), starts: Mutex::default() });
+    let engine = Engine::new(backend.clone(), EngineOptions { ramp_step: Duration::from_millis(2), ..opts(4) });
+    let ips: Vec<String> = (1..=8).map(|i| format!("1.1.1.{i}")).collect();
+    let raws: Vec<&str> = ips.iter().map(String::as_str).collect();
+    engine.lookup_batch(Function::IpReport, &raws).await;
+    let starts = backend.starts.lock().unwrap().clone();
+    let ms: Vec<u128> = starts.iter().map(Duration::as_millis).collect();
+    // Four slots: the first four start 2 ms apart, the rest as slots free up.
+    assert_eq!(ms, [0, 2, 4, 6, 10, 12, 14, 16]);
 }

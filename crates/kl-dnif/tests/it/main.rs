@@ -9,6 +9,7 @@ use tokio::io::AsyncWriteExt;
 use wiremock::matchers::{any, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+mod cache;
 mod contract;
 mod failures;
 mod shim;

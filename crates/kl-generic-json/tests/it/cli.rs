@@ -268,3 +268,58 @@ async fn the_readme_demo_runs_offline() {
     // Every indicator in the demo has a recorded response: Grey only where the recording says so.
     assert!(lines.iter().filter(|l| l["kaspersky"]["zone"] == "Grey").all(|l| l["indicator"] == "nodata.example.org"));
 }
+
+#[tokio::test]
+async fn a_warm_cache_answers_a_second_run_with_no_request() {
+    let server = MockServer::start().await;
+    mock_ip(&server, "1.0.0.1", 0).await;
+    let cache = tempfile::tempdir().unwrap();
+    let (_d, cfg) = config(&format!("{}/api", server.uri()), &format!("  KL_CACHE_PATH: {}\n", cache.path().display()));
+    let input = "{\"ip\":\"1.0.0.1\"}\n".repeat(50);
+    let args = ["enrich", "--function", "get_ip_report", "--field", "ip", "--config", &cfg, "--style", "kl"];
+    let first = run(&args, input.as_bytes()).await;
+    let second = run(&args, input.as_bytes()).await;
+    assert_eq!(first.stdout, second.stdout);
+    assert_eq!(stdout_lines(&second).len(), 50);
+    let summary = String::from_utf8_lossy(&second.stderr);
+    assert!(summary.contains("0 requests, 50 cache hits"), "{summary}");
+    // mock_ip expects exactly one request over both runs.
+}
+
+#[tokio::test]
+async fn events_that_already_have_our_keys_are_rebuilt_not_duplicated() {
+    let offline = responses();
+    let off = offline.to_str().unwrap();
+    let input = concat!(
+        r#"{"indicator":"8.8.8.8","$KLZone":"stale","a":1}"#,
+        "\n",
+        r#"{"indicator":"8.8.8.8","threat":{"enrichments":[{"from":"elsewhere"}]}}"#,
+        "\n",
+        r#"{"indicator":"8.8.8.8","kaspersky":"old"}"#,
+        "\n"
+    );
+    let kl = stdout_lines(
+        &run(
+            &["enrich", "--function", "auto", "--field", "indicator", "--offline", off, "--style", "kl"],
+            input.as_bytes(),
+        )
+        .await,
+    );
+    assert_eq!(kl[0]["$KLZone"], "Green");
+    assert_eq!(kl[0].as_object().unwrap().keys().filter(|k| *k == "$KLZone").count(), 1);
+    let ecs = stdout_lines(
+        &run(
+            &["enrich", "--function", "auto", "--field", "indicator", "--offline", off, "--style", "ecs"],
+            input.as_bytes(),
+        )
+        .await,
+    );
+    let entries = ecs[1]["threat"]["enrichments"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0], json!({"from": "elsewhere"}));
+    assert_eq!(entries[1]["indicator"]["ip"], "8.8.8.8");
+    let nested = stdout_lines(
+        &run(&["enrich", "--function", "auto", "--field", "indicator", "--offline", off], input.as_bytes()).await,
+    );
+    assert_eq!(nested[2]["kaspersky"]["zone"], "Green");
+}

@@ -21,8 +21,14 @@ pub fn responses() -> PathBuf {
     root().join("fixtures/responses")
 }
 
+/// Each run gets a cache folder of its own (the default XDG place, under a
+/// fresh `XDG_CACHE_HOME`), so no test sees another's answers.
 pub fn command(args: &[&str]) -> tokio::process::Command {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let xdg = std::env::temp_dir().join(format!("kl-generic-json-test-{}-{n}", std::process::id()));
     let mut cmd = tokio::process::Command::new(bin());
+    cmd.env("XDG_CACHE_HOME", xdg);
     cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).env_remove("RUST_LOG");
     for key in [
         "KL_CONFIG",

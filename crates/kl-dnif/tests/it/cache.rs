@@ -1,0 +1,90 @@
+//! The persistent cache through kl-dnif: a re-run costs no request and
+//! gives the same output; errors are never cached; `off` turns it off.
+
+use serde_json::json;
+use wiremock::matchers::path;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::*;
+
+async fn requests(server: &MockServer) -> usize {
+    server.received_requests().await.unwrap().len()
+}
+
+#[tokio::test]
+async fn a_rerun_is_answered_from_the_cache_beside_the_config() {
+    let server = fixture_server().await;
+    let (dir, cfg) = config_dir(&format!("{}/api", server.uri()), "");
+    let input = std::fs::read(fixtures().join("events/ip.json")).unwrap();
+    let args = ["--config", cfg.to_str().unwrap(), "get_ip_report", "$SrcIP"];
+    let first = run_kl_dnif(&args, &input, &[]).await;
+    let sent = requests(&server).await;
+    assert!(sent > 0);
+    assert!(dir.path().join("cache").join(kl_core::CACHE_FILE).is_file(), "the cache sits in cache/ beside the config");
+    let second = run_kl_dnif(&args, &input, &[]).await;
+    assert_eq!(requests(&server).await, sent, "the re-run sent no request");
+    assert_eq!(parse(&first), parse(&second), "and gave identical output");
+    // Another function asks for other sections: not a cache hit.
+    run_kl_dnif(&["--config", cfg.to_str().unwrap(), "get_ip_report_file", "$SrcIP"], &input, &[]).await;
+    assert!(requests(&server).await > sent);
+}
+
+#[tokio::test]
+async fn errors_are_not_cached_and_off_means_off() {
+    let server = MockServer::start().await;
+    Mock::given(path("/api/ip/1.0.0.1")).respond_with(ResponseTemplate::new(500)).mount(&server).await;
+    Mock::given(path("/api/ip/1.0.0.2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"Zone": "Red"})))
+        .mount(&server)
+        .await;
+    let batch = br#"[{"ip":"1.0.0.1"},{"ip":"1.0.0.2"}]"#;
+    let (_dir, cfg) = config_dir(&format!("{}/api", server.uri()), "  KL_RETRIES: 1\n");
+    let args = ["--config", cfg.to_str().unwrap(), "get_ip_report", "ip"];
+    run_kl_dnif(&args, batch, &[]).await;
+    run_kl_dnif(&args, batch, &[]).await;
+    let paths: Vec<String> =
+        server.received_requests().await.unwrap().iter().map(|r| r.url.path().to_owned()).collect();
+    assert_eq!(paths.iter().filter(|p| p.ends_with("1.0.0.1")).count(), 2, "the failure is asked again");
+    assert_eq!(paths.iter().filter(|p| p.ends_with("1.0.0.2")).count(), 1, "the answer is cached");
+
+    let (_dir, cfg) = config_dir(&format!("{}/api", server.uri()), "  KL_RETRIES: 1\n  KL_CACHE_PATH: off\n");
+    let args = ["--config", cfg.to_str().unwrap(), "get_ip_report", "ip"];
+    let before = requests(&server).await;
+    run_kl_dnif(&args, batch, &[]).await;
+    run_kl_dnif(&args, batch, &[]).await;
+    assert_eq!(requests(&server).await - before, 4);
+}
+
+#[tokio::test]
+async fn an_unusable_cache_is_bypassed_with_a_warning() {
+    let server = fixture_server().await;
+    let (dir, cfg) = config_dir(&format!("{}/api", server.uri()), "");
+    std::fs::create_dir_all(dir.path().join("cache")).unwrap();
+    std::fs::write(dir.path().join("cache").join(kl_core::CACHE_FILE), b"garbage, not SQLite".repeat(200)).unwrap();
+    let out =
+        run_kl_dnif(&["--config", cfg.to_str().unwrap(), "get_ip_report", "$SrcIP"], br#"[{"$SrcIP":"8.8.8.8"}]"#, &[])
+            .await;
+    assert_eq!(parse(&out)[0]["$KLZone"], "Green");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bypassed"));
+}
+
+#[tokio::test]
+async fn quota_use_is_reported_and_warned_once() {
+    let server = MockServer::start().await;
+    let licence = json!({"Zone": "Green", "LicenseInfo": {"DayRequests": 1850, "DayQuota": 2000}});
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(licence))
+        .mount(&server)
+        .await;
+    let (_dir, cfg) = config_dir(&format!("{}/api", server.uri()), "");
+    let batch = br#"[{"ip":"1.0.0.1"},{"ip":"1.0.0.2"},{"ip":"1.0.0.3"}]"#;
+    let out = run_kl_dnif(
+        &["--config", cfg.to_str().unwrap(), "get_ip_report", "ip"],
+        batch,
+        &[("RUST_LOG", "warn,kl_dnif=debug")],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("1850 of the day's 2000").count(), 1, "{stderr}");
+    assert!(stderr.contains("quota_used=1850") && stderr.contains("quota=2000"), "{stderr}");
+}
