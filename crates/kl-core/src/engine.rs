@@ -315,6 +315,13 @@ impl Engine {
                 inner.requests.fetch_add(1, Ordering::Relaxed);
                 let r = inner.backend.fetch(function, indicator).await;
                 inner.in_flight.fetch_sub(1, Ordering::SeqCst);
+                // Record a fatal answer before the slot is released, so no
+                // request waiting for that slot goes out after it.
+                if let Err(e) = &r {
+                    if e.kind() == FailureKind::Fatal && inner.fatal.set(e.to_string()).is_ok() {
+                        tracing::error!("{e}: no further requests in this run");
+                    }
+                }
                 r
             };
             let err = match result {
@@ -330,12 +337,7 @@ impl Engine {
                 Err(e) => e,
             };
             match err.kind() {
-                FailureKind::Fatal => {
-                    let reason = err.to_string();
-                    tracing::error!("{reason}: no further requests in this run");
-                    let _ = inner.fatal.set(reason.clone());
-                    return Outcome::Failed(reason);
-                }
+                FailureKind::Fatal => return Outcome::Failed(err.to_string()),
                 FailureKind::Permanent => return Outcome::Failed(err.to_string()),
                 FailureKind::Transient if attempt >= tries => {
                     return Outcome::Failed(final_message(&err, tries));

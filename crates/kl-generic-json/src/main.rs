@@ -71,6 +71,9 @@ struct EnrichArgs {
     /// Lines in flight at most (lookups run concurrently, lines leave in order).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     window: u32,
+    /// Lines longer than this many bytes are passed through without enrichment.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1024..=(1 << 30)))]
+    max_line_bytes: u32,
     /// No summary and no progress display on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -189,6 +192,7 @@ async fn enrich(args: EnrichArgs) -> anyhow::Result<ExitCode> {
         style: args.common.style,
         target: args.common.target,
         window: args.window as usize,
+        max_line: args.max_line_bytes as usize,
         progress: !args.quiet && io::stderr().is_terminal(),
     };
     let summary = stream::run(engine.clone(), settings, tokio::io::stdin(), tokio::io::stdout()).await?;

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use kl_core::{Engine, Function, Outcome};
 use kl_schema::{Match, Style};
 use serde_json::{Map, Value};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::FunctionChoice;
@@ -28,6 +28,8 @@ pub struct Settings {
     pub style: Style,
     pub target: String,
     pub window: usize,
+    /// Longer lines are passed through unread, in pieces.
+    pub max_line: usize,
     pub progress: bool,
 }
 
@@ -79,11 +81,24 @@ struct Shared {
     rendered: Mutex<RenderedByIndicator>,
 }
 
-/// One line's output: ready now, or once its lookup is done.
-enum Slot {
+/// One line's output (or a piece of an over-long line): ready now, or once
+/// its lookup is done. It holds its share of the byte budget until written.
+struct Slot {
+    output: Output,
+    _budget: OwnedSemaphorePermit,
+}
+
+enum Output {
     Ready(Vec<u8>),
     Pending(JoinHandle<Vec<u8>>),
 }
+
+/// Bytes of input held at once, at least: lines in flight stay within this
+/// (and within the window's count), however long the stream runs.
+const BYTE_BUDGET: usize = 32 << 20;
+
+/// Over-long lines travel in pieces of this size.
+const PIECE: usize = 64 << 10;
 
 /// Runs the stream to the end of `input`.
 pub async fn run<R, W>(engine: Engine, settings: Settings, input: R, output: W) -> anyhow::Result<Summary>
@@ -92,6 +107,8 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::channel::<Slot>(settings.window.max(1));
+    let budget_bytes = BYTE_BUDGET.max(2 * settings.max_line);
+    let budget = Arc::new(Semaphore::new(budget_bytes));
     let progress = settings.progress.then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
@@ -106,20 +123,61 @@ where
     let mut reader = BufReader::with_capacity(1 << 16, input);
     let mut lines = 0u64;
     let mut read_error = None;
-    loop {
+    let mut warned_long = false;
+    'lines: loop {
         let mut line = Vec::new();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) => break,
-            Ok(_) => {}
+        let complete = match read_bounded(&mut reader, &mut line, shared.settings.max_line).await {
+            Ok(c) => c,
             Err(e) => {
                 read_error = Some(e);
                 break;
             }
+        };
+        if line.is_empty() {
+            break;
         }
         lines += 1;
-        let slot = handle_line(&shared, line);
-        if tx.send(slot).await.is_err() {
-            break; // the writer stopped: stdout is closed
+        let permit = |n: usize| budget.clone().acquire_many_owned(n.clamp(1, budget_bytes) as u32);
+        if complete {
+            let Ok(p) = permit(line.len()).await else { break };
+            let slot = Slot { output: handle_line(&shared, line), _budget: p };
+            if tx.send(slot).await.is_err() {
+                break; // the writer stopped: stdout is closed
+            }
+            continue;
+        }
+        // Too long to look at: pass it through as it comes, piece by piece.
+        if !warned_long {
+            warned_long = true;
+            tracing::warn!(
+                "line {lines} is longer than {} bytes and is passed through without enrichment",
+                shared.settings.max_line
+            );
+        }
+        shared.counters.passed.fetch_add(1, Ordering::Relaxed);
+        let mut piece = line;
+        loop {
+            let Ok(p) = permit(piece.len()).await else { break 'lines };
+            if tx.send(Slot { output: Output::Ready(piece), _budget: p }).await.is_err() {
+                break 'lines;
+            }
+            piece = Vec::new();
+            match read_bounded(&mut reader, &mut piece, PIECE).await {
+                Ok(true) => {
+                    if !piece.is_empty() {
+                        let Ok(p) = permit(piece.len()).await else { break 'lines };
+                        if tx.send(Slot { output: Output::Ready(piece), _budget: p }).await.is_err() {
+                            break 'lines;
+                        }
+                    }
+                    break;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    read_error = Some(e);
+                    break 'lines;
+                }
+            }
         }
     }
     drop(tx);
@@ -143,11 +201,11 @@ where
     })
 }
 
-fn handle_line(shared: &Arc<Shared>, line: Vec<u8>) -> Slot {
+fn handle_line(shared: &Arc<Shared>, line: Vec<u8>) -> Output {
     let settings = &shared.settings;
     let passthrough = |line| {
         shared.counters.passed.fetch_add(1, Ordering::Relaxed);
-        Slot::Ready(line)
+        Output::Ready(line)
     };
     let Some(event) = raw_object(&line) else { return passthrough(line) };
     let Some(raw) = settings.field.get(&event) else { return passthrough(line) };
@@ -162,7 +220,7 @@ fn handle_line(shared: &Arc<Shared>, line: Vec<u8>) -> Slot {
                 )),
             };
             let rendered = render(shared, Function::IpReport, "", &outcome);
-            return Slot::Ready(finish(shared, line, &rendered));
+            return Output::Ready(finish(shared, line, &rendered));
         }
         Err(_) => return passthrough(line),
     };
@@ -171,7 +229,7 @@ fn handle_line(shared: &Arc<Shared>, line: Vec<u8>) -> Slot {
         Err(reason) => {
             let rendered = render(shared, Function::IpReport, &text, &Outcome::Failed(reason));
             drop(event);
-            return Slot::Ready(finish(shared, line, &rendered));
+            return Output::Ready(finish(shared, line, &rendered));
         }
     };
     let known = shared
@@ -184,11 +242,11 @@ fn handle_line(shared: &Arc<Shared>, line: Vec<u8>) -> Slot {
         shared.counters.repeats.fetch_add(1, Ordering::Relaxed);
         let clash = clashes(&event, &rendered);
         drop(event);
-        return Slot::Ready(splice_or_rebuild(shared, line, &rendered, clash));
+        return Output::Ready(splice_or_rebuild(shared, line, &rendered, clash));
     }
     drop(event);
     let shared = shared.clone();
-    Slot::Pending(tokio::spawn(async move {
+    Output::Pending(tokio::spawn(async move {
         let outcome = shared.engine.lookup(function, &text).await;
         let rendered = Arc::new(render(&shared, function, &text, &outcome));
         {
@@ -281,6 +339,32 @@ fn rebuild(shared: &Shared, line: &[u8], rendered: &Rendered) -> Vec<u8> {
     out
 }
 
+/// Reads up to and including the next newline into `buf`, but no more than
+/// `max` bytes. `true` when the line ended (newline or end of input),
+/// `false` when `max` was reached first and the rest is still unread.
+async fn read_bounded<R: AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>, max: usize) -> std::io::Result<bool> {
+    loop {
+        let available = r.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(true);
+        }
+        let room = max.saturating_sub(buf.len());
+        if let Some(i) = available.iter().position(|b| *b == b'\n') {
+            if i < room {
+                buf.extend_from_slice(&available[..=i]);
+                r.consume(i + 1);
+                return Ok(true);
+            }
+        }
+        let take = available.len().min(room);
+        buf.extend_from_slice(&available[..take]);
+        r.consume(take);
+        if buf.len() >= max {
+            return Ok(false);
+        }
+    }
+}
+
 /// Writes lines in input order; flushes whenever no further line is ready,
 /// so a producer writing one line at a time gets each answer at once.
 async fn write_lines<W: AsyncWrite + Unpin>(
@@ -290,9 +374,9 @@ async fn write_lines<W: AsyncWrite + Unpin>(
 ) -> anyhow::Result<()> {
     let mut out = BufWriter::with_capacity(1 << 16, output);
     while let Some(slot) = rx.recv().await {
-        let bytes = match slot {
-            Slot::Ready(b) => b,
-            Slot::Pending(task) => task.await?,
+        let bytes = match slot.output {
+            Output::Ready(b) => b,
+            Output::Pending(task) => task.await?,
         };
         let result = async {
             out.write_all(&bytes).await?;

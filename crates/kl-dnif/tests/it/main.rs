@@ -12,6 +12,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 mod cache;
 mod contract;
 mod failures;
+mod faults;
 mod shim;
 
 const PASSWORD: &str = "pw-5ecret-DNIF";
@@ -47,7 +48,7 @@ pub fn config_dir(url: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
     let path = dir.path().join("dnifconfig.yml");
     std::fs::write(
         &path,
-        format!("lookup_plugin:\n  KASPERSKY_API_TOKEN: tok-DNIF-SECRET\n  KASPERSKY_API_URL: {url}\n  KL_TIMEOUT_SECS: 5\n{extra}"),
+        format!("lookup_plugin:\n  KASPERSKY_API_TOKEN: tok-DNIF-SECRET\n  KASPERSKY_API_URL: {url}\n{extra}"),
     )
     .unwrap();
     (dir, path)

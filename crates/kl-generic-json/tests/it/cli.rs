@@ -323,3 +323,92 @@ async fn events_that_already_have_our_keys_are_rebuilt_not_duplicated() {
     );
     assert_eq!(nested[2]["kaspersky"]["zone"], "Green");
 }
+
+/// The kernel's high-water mark of a process's resident memory, in KiB.
+fn peak_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[tokio::test]
+async fn a_100_mib_line_passes_through_in_bounded_memory() {
+    const LINE: usize = 100 << 20;
+    let offline = responses();
+    let mut child = command(&[
+        "enrich",
+        "--function",
+        "auto",
+        "--field",
+        "indicator",
+        "--offline",
+        offline.to_str().unwrap(),
+        "--quiet",
+    ])
+    .spawn()
+    .unwrap();
+    let pid = child.id().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let writer = tokio::spawn(async move {
+        stdin.write_all(b"{\"indicator\":\"8.8.8.8\",\"n\":1}\n").await.unwrap();
+        // An object holding the field, so only its length keeps it from being parsed.
+        stdin.write_all(b"{\"indicator\":\"8.8.8.8\",\"pad\":\"").await.unwrap();
+        let block = vec![b'x'; 1 << 20];
+        let mut written = 0;
+        while written < LINE {
+            stdin.write_all(&block).await.unwrap();
+            written += block.len();
+        }
+        stdin.write_all(b"\"}\n{\"indicator\":\"8.8.8.8\",\"n\":3}\n").await.unwrap();
+    });
+    let reader = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let (mut total, mut head, mut tail) = (0usize, Vec::new(), Vec::new());
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = stdout.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            if head.len() < 4096 {
+                head.extend_from_slice(&buf[..n.min(4096)]);
+            }
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > 8192 {
+                tail.drain(..tail.len() - 4096);
+            }
+            total += n;
+        }
+        (total, head, tail)
+    });
+    let mut peak = 0;
+    let status = loop {
+        if let Some(kib) = peak_kib(pid) {
+            peak = peak.max(kib);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    writer.await.unwrap();
+    let (total, head, tail) = reader.await.unwrap();
+    assert!(status.success());
+    let text = String::from_utf8_lossy(&head);
+    let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["kaspersky"]["zone"], "Green");
+    assert!(
+        text.lines().nth(1).unwrap().starts_with("{\"indicator\":\"8.8.8.8\",\"pad\":\"xxxx"),
+        "the long line passes as it came"
+    );
+    let tail = String::from_utf8_lossy(&tail);
+    let last: Value = serde_json::from_str(tail.lines().last().unwrap()).unwrap();
+    assert_eq!(last["n"], 3);
+    assert_eq!(last["kaspersky"]["zone"], "Green");
+    let long_line = "{\"indicator\":\"8.8.8.8\",\"pad\":\"".len() + LINE + 3;
+    assert!(total > long_line, "{total}");
+    assert!(peak > 0 && peak < 64 * 1024, "peak resident memory {peak} KiB for a 100 MiB line");
+}

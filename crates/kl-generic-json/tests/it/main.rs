@@ -6,6 +6,7 @@ use std::process::{Output, Stdio};
 use tokio::io::AsyncWriteExt;
 
 mod cli;
+mod faults;
 mod recipes;
 mod styles;
 
