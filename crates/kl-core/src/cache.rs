@@ -27,6 +27,8 @@ pub const CACHE_FILE: &str = "kl-cache.sqlite3";
 #[derive(Debug)]
 pub struct Cache {
     path: PathBuf,
+    /// Answers of one API endpoint are never served for another.
+    namespace: String,
     conn: Mutex<Option<Connection>>,
     /// Answers not yet written: one transaction per flush, not per answer.
     pending: Mutex<Vec<Row>>,
@@ -70,7 +72,14 @@ impl Cache {
             CacheSetting::Path(p) => p.clone(),
             CacheSetting::Default => default_dir?,
         };
-        Some(Cache::open(&dir, config.cache_ttl, config.cache_grey_ttl))
+        Some(Cache::open(&dir, config.cache_ttl, config.cache_grey_ttl).for_endpoint(config.api_url.as_str()))
+    }
+
+    /// Keeps this cache's answers apart from those of other API endpoints
+    /// (a test server, another portal) sharing the same folder.
+    pub fn for_endpoint(mut self, api_url: &str) -> Cache {
+        self.namespace = api_url.trim_end_matches('/').to_owned();
+        self
     }
 
     /// Opens (creating if needed) the cache in folder `dir`. Never fails: an
@@ -79,6 +88,7 @@ impl Cache {
         let path = dir.join(CACHE_FILE);
         let cache = Cache {
             path,
+            namespace: String::new(),
             conn: Mutex::new(None),
             pending: Mutex::new(Vec::new()),
             ttl,
@@ -127,13 +137,19 @@ impl Cache {
         &self.path
     }
 
-    fn key(function: Function, indicator: &Indicator) -> String {
-        format!("{}|{}|{}", function.sections_param(), indicator.kind().api_type(), indicator.as_str())
+    fn key(&self, function: Function, indicator: &Indicator) -> String {
+        format!(
+            "{}|{}|{}|{}",
+            self.namespace,
+            function.sections_param(),
+            indicator.kind().api_type(),
+            indicator.as_str()
+        )
     }
 
     /// A fresh cached answer, if there is one.
     pub fn get(&self, function: Function, indicator: &Indicator) -> Option<Answer> {
-        let key = Cache::key(function, indicator);
+        let key = self.key(function, indicator);
         {
             let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(row) = pending.iter().rev().find(|r| r.key == key) {
@@ -186,7 +202,7 @@ impl Cache {
         }
         let stored = now();
         let expires = stored.saturating_add(ttl.as_secs().min(i64::MAX as u64) as i64);
-        let row = Row { key: Cache::key(function, indicator), found, body, stored, expires };
+        let row = Row { key: self.key(function, indicator), found, body, stored, expires };
         let full = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             pending.push(row);
@@ -256,6 +272,8 @@ mod tests {
         c.flush();
         let other = Cache::open(dir.path(), DAY, DAY);
         assert_eq!(other.get(Function::IpReport, &ip("8.8.8.8")), Some(data));
+        let elsewhere = Cache::open(dir.path(), DAY, DAY).for_endpoint("https://tip.example/api");
+        assert_eq!(elsewhere.get(Function::IpReport, &ip("8.8.8.8")), None, "another endpoint, another entry");
     }
 
     #[test]

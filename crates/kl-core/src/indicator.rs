@@ -260,6 +260,11 @@ fn check_url(s: &str) -> Result<(), &'static str> {
     if s.chars().any(char::is_control) {
         return Err("contains control characters");
     }
+    // A path segment of "." or ".." is resolved away by every URL parser
+    // (encoded or not), which would ask about another object.
+    if s == "." || s == ".." {
+        return Err("a dot segment is not a URL");
+    }
     if encode_segment(s).len() > MAX_URL_LEN {
         return Err("longer than 2000 characters once percent-encoded");
     }
@@ -343,6 +348,9 @@ mod tests {
         let raw = "HTTP://Example.com/a b?q=1&r=2#frag";
         assert_eq!(ok(ObjectKind::Url, raw), raw);
         assert!(Indicator::parse(ObjectKind::Url, "  ").is_err());
+        assert!(Indicator::parse(ObjectKind::Url, ".").is_err());
+        assert!(Indicator::parse(ObjectKind::Url, " .. ").is_err());
+        assert!(Indicator::parse(ObjectKind::Url, "...").is_ok());
         assert!(Indicator::parse(ObjectKind::Url, "http://a/\u{7}").is_err());
         assert!(Indicator::parse(ObjectKind::Url, &format!("http://a/{}", "x".repeat(1990))).is_err());
         // 700 characters that encode to three each are over the limit too.

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Parser;
 use kl_core::{Cache, Config, Engine, EngineOptions, Function, HttpBackend, Outcome};
+use kl_schema::event::{RawEvent, raw_string, raw_type};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// Enrich DNIF events with Kaspersky Threat Intelligence Portal lookups.
@@ -72,8 +74,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     let mut input = String::new();
     io::stdin().read_to_string(&mut input).context("cannot read stdin")?;
-    let mut events = parse_events(&input)?;
-    drop(input);
+    let events = parse_events(&input)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // The cache lives beside the plugin's config by default (`cache/`), so
@@ -81,7 +82,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let default_cache = config.base_dir.as_ref().map(|d| d.join("cache")).or_else(kl_core::xdg_cache_dir);
     let cache = Cache::for_config(&config, default_cache).map(Arc::new);
     let engine = Engine::new(Arc::new(backend), EngineOptions { cache, ..EngineOptions::from_config(&config) });
-    runtime.block_on(enrich(&engine, args.function, &field, &mut events));
+    let enriched = runtime.block_on(enrich(&engine, args.function, &field, &events));
     let s = engine.stats();
     tracing::debug!(
         events = events.len(),
@@ -96,7 +97,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         max_in_flight = s.max_in_flight,
         "done"
     );
-    write_events(&events)
+    write_events(&enriched)
 }
 
 /// The config file: `--config`, else `$KL_CONFIG`, else `dnifconfig.yml` in
@@ -117,54 +118,72 @@ fn find_config(given: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
     Ok(beside_plugin.into_iter().chain([PathBuf::from("dnifconfig.yml")]).find(|p| p.is_file()))
 }
 
-fn parse_events(input: &str) -> anyhow::Result<Vec<Map<String, Value>>> {
+/// Splits stdin into its events, each kept as raw text with its members.
+fn parse_events(input: &str) -> anyhow::Result<Vec<(&str, RawEvent<'_>)>> {
     if input.trim().is_empty() {
         bail!("stdin is empty; expected a JSON array of event objects");
     }
-    let value: Value =
-        serde_json::from_str(input).context("stdin is not valid JSON; expected a JSON array of event objects")?;
-    let Value::Array(items) = value else {
-        bail!("stdin must be a JSON array of event objects, found {}", kl_core::json_type(&value));
+    let items: Vec<&RawValue> = match serde_json::from_str(input) {
+        Ok(items) => items,
+        Err(e) if e.is_data() => {
+            let found = serde_json::from_str::<&RawValue>(input).map(raw_type).unwrap_or("something else");
+            bail!("stdin must be a JSON array of event objects, found {found}");
+        }
+        Err(e) => {
+            return Err(
+                anyhow::Error::new(e).context("stdin is not valid JSON; expected a JSON array of event objects")
+            );
+        }
     };
     items
         .into_iter()
         .enumerate()
-        .map(|(i, item)| match item {
-            Value::Object(map) => Ok(map),
-            other => {
-                bail!("stdin must be a JSON array of event objects, but element {i} is {}", kl_core::json_type(&other))
-            }
+        .map(|(i, item)| match RawEvent::parse(item.get().as_bytes()) {
+            Some(event) => Ok((item.get(), event)),
+            None => bail!("stdin must be a JSON array of event objects, but element {i} is {}", raw_type(item)),
         })
         .collect()
 }
 
-/// Looks up every event's own indicator and adds its fields to it.
-async fn enrich(engine: &Engine, function: Function, field: &str, events: &mut [Map<String, Value>]) {
-    let texts: Vec<&str> = events.iter().filter_map(|e| e.get(field)?.as_str()).collect();
-    let mut answers = engine.lookup_batch(function, &texts).await.into_iter();
-    let outcomes: Vec<Option<Outcome>> = events
+/// Looks up every event's own indicator; returns each event as it goes out.
+async fn enrich(engine: &Engine, function: Function, field: &str, events: &[(&str, RawEvent<'_>)]) -> Vec<Vec<u8>> {
+    let values: Vec<Option<&RawValue>> = events.iter().map(|(_, e)| e.get(field)).collect();
+    let texts: Vec<Option<String>> = values.iter().map(|v| v.and_then(raw_string)).collect();
+    let wanted: Vec<&str> = texts.iter().flatten().map(String::as_str).collect();
+    let mut answers = engine.lookup_batch(function, &wanted).await.into_iter();
+    events
         .iter()
-        .map(|e| match e.get(field)? {
-            Value::String(_) => answers.next(),
-            other => Some(Outcome::not_a_string(function, other)),
+        .zip(values.iter().zip(&texts))
+        .map(|((text, event), (value, indicator))| {
+            let outcome = match (value, indicator) {
+                (None, _) => return text.as_bytes().to_vec(),
+                (Some(_), Some(_)) => answers.next().unwrap_or_else(|| Outcome::Failed("internal error".to_owned())),
+                (Some(v), None) => {
+                    Outcome::Failed(kl_core::IndicatorError::not_a_string(function.object(), raw_type(v)).to_string())
+                }
+            };
+            let fields: Map<String, Value> =
+                kl_schema::render(function, &outcome).into_iter().map(|f| (f.name, f.value)).collect();
+            kl_schema::event::write(text.as_bytes(), event, &fields)
         })
-        .collect();
-    for (event, outcome) in events.iter_mut().zip(outcomes) {
-        if let Some(outcome) = outcome {
-            for f in kl_schema::render(function, &outcome) {
-                event.insert(f.name, f.value);
-            }
-        }
-    }
+        .collect()
 }
 
-fn write_events(events: &[Map<String, Value>]) -> anyhow::Result<()> {
+/// Writes the events as one JSON array.
+fn write_events(events: &[Vec<u8>]) -> anyhow::Result<()> {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
-    let result = serde_json::to_writer(&mut out, events)
-        .map_err(io::Error::from)
-        .and_then(|()| out.write_all(b"\n"))
-        .and_then(|()| out.flush());
+    let result = (|| {
+        out.write_all(b"[")?;
+        for (i, e) in events.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            out.write_all(e)?;
+        }
+        out.write_all(b"]\n")?;
+        out.flush()
+    })();
     match result {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("cannot write stdout"),

@@ -5,7 +5,6 @@
 //! style. `lookup` answers one indicator. `--offline DIR` answers from
 //! recorded responses instead of the network.
 
-mod path;
 mod stream;
 
 use std::io::{self, IsTerminal};
@@ -21,7 +20,7 @@ use kl_core::{
 use kl_schema::{Match, Style};
 use serde_json::{Map, Value};
 
-use crate::path::FieldPath;
+use kl_schema::event::FieldPath;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::FunctionChoice;
-use crate::path::{FieldPath, Key, RawObject, raw_object};
+use kl_schema::event::{FieldPath, RawEvent, raw_string, raw_type, splice};
 
 /// What `enrich` was asked to do.
 #[derive(Debug)]
@@ -207,29 +207,28 @@ fn handle_line(shared: &Arc<Shared>, line: Vec<u8>) -> Output {
         shared.counters.passed.fetch_add(1, Ordering::Relaxed);
         Output::Ready(line)
     };
-    let Some(event) = raw_object(&line) else { return passthrough(line) };
+    let Some(event) = RawEvent::parse(&line) else { return passthrough(line) };
     let Some(raw) = settings.field.get(&event) else { return passthrough(line) };
-    let text = match serde_json::from_str::<Value>(raw.get()) {
-        Ok(Value::String(s)) => s,
-        Ok(other) => {
-            let outcome = match settings.function {
-                FunctionChoice::Fixed(f) => Outcome::not_a_string(f, &other),
-                FunctionChoice::Auto => Outcome::Failed(format!(
-                    "invalid indicator: expected a string, found {}",
-                    kl_core::json_type(&other)
-                )),
-            };
-            let rendered = render(shared, Function::IpReport, "", &outcome);
-            return Output::Ready(finish(shared, line, &rendered));
-        }
-        Err(_) => return passthrough(line),
+    let Some(text) = raw_string(raw) else {
+        let found = raw_type(raw);
+        let outcome = match settings.function {
+            FunctionChoice::Fixed(f) => {
+                Outcome::Failed(kl_core::IndicatorError::not_a_string(f.object(), found).to_string())
+            }
+            FunctionChoice::Auto => Outcome::Failed(format!("invalid indicator: expected a string, found {found}")),
+        };
+        let rendered = render(shared, Function::IpReport, "", &outcome);
+        let clash = clashes(&event, &rendered);
+        drop(event);
+        return Output::Ready(splice_or_rebuild(shared, line, &rendered, clash));
     };
     let function = match settings.function.resolve(&text) {
         Ok(f) => f,
         Err(reason) => {
             let rendered = render(shared, Function::IpReport, &text, &Outcome::Failed(reason));
+            let clash = clashes(&event, &rendered);
             drop(event);
-            return Output::Ready(finish(shared, line, &rendered));
+            return Output::Ready(splice_or_rebuild(shared, line, &rendered, clash));
         }
     };
     let known = shared
@@ -265,8 +264,7 @@ fn render(shared: &Shared, function: Function, raw: &str, outcome: &Outcome) -> 
     let mut object = Map::new();
     let m = Match { function, raw, field: Some(s.field.as_str()) };
     kl_schema::style::write(s.style, &mut object, kl_schema::render(function, outcome), &s.target, m);
-    let text = serde_json::to_vec(&Value::Object(object.clone())).unwrap_or_else(|_| b"{}".to_vec());
-    let members = text[1..text.len() - 1].to_vec();
+    let members = kl_schema::event::members(&object);
     let counter: fn(&Counters) -> &AtomicU64 = match outcome {
         Outcome::Data(_) | Outcome::NotFound => |c| &c.enriched,
         Outcome::Skipped(_) => |c| &c.skipped,
@@ -276,13 +274,13 @@ fn render(shared: &Shared, function: Function, raw: &str, outcome: &Outcome) -> 
 }
 
 /// Whether the event already has one of the keys the answer adds.
-fn clashes(event: &RawObject<'_>, rendered: &Rendered) -> bool {
-    rendered.keys.iter().any(|k| event.contains_key(&Key(std::borrow::Cow::Borrowed(k.as_str()))))
+fn clashes(event: &RawEvent<'_>, rendered: &Rendered) -> bool {
+    rendered.keys.iter().any(|k| event.contains(k))
 }
 
 /// The output line for an event seen for the first time here.
 fn finish(shared: &Shared, line: Vec<u8>, rendered: &Rendered) -> Vec<u8> {
-    let clash = raw_object(&line).is_none_or(|event| clashes(&event, rendered));
+    let clash = RawEvent::parse(&line).is_none_or(|event| clashes(&event, rendered));
     splice_or_rebuild(shared, line, rendered, clash)
 }
 
@@ -291,50 +289,13 @@ fn finish(shared: &Shared, line: Vec<u8>, rendered: &Rendered) -> Vec<u8> {
 fn splice_or_rebuild(shared: &Shared, line: Vec<u8>, rendered: &Rendered, clash: bool) -> Vec<u8> {
     (rendered.counter)(&shared.counters).fetch_add(1, Ordering::Relaxed);
     if !clash {
-        if let Some(end) = line.iter().rposition(|b| *b == b'}') {
-            let mut out = Vec::with_capacity(line.len() + rendered.members.len() + 3);
-            out.extend_from_slice(&line[..end]);
-            out.push(b',');
-            out.extend_from_slice(&rendered.members);
-            out.extend_from_slice(b"}\n");
+        if let Some(mut out) = splice(&line, &rendered.members) {
+            out.push(b'\n');
             return out;
         }
     }
-    rebuild(shared, &line, rendered)
-}
-
-fn rebuild(shared: &Shared, line: &[u8], rendered: &Rendered) -> Vec<u8> {
-    let Ok(mut event) = serde_json::from_slice::<Map<String, Value>>(line) else { return line.to_vec() };
-    let s = &shared.settings;
-    match s.style {
-        Style::Ecs => {
-            // Extend the event's own threat.enrichments; the rest replaces.
-            for (k, v) in &rendered.object {
-                match (k.as_str(), v) {
-                    ("threat", Value::Object(ours)) => {
-                        let entries = ours.get("enrichments").and_then(Value::as_array).cloned().unwrap_or_default();
-                        let threat = event.entry("threat").or_insert_with(|| Value::Object(Map::new()));
-                        if let Some(list) = threat
-                            .as_object_mut()
-                            .map(|t| t.entry("enrichments").or_insert_with(|| Value::Array(Vec::new())))
-                            .and_then(Value::as_array_mut)
-                        {
-                            list.extend(entries);
-                        }
-                    }
-                    _ => {
-                        event.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-        }
-        Style::Kl | Style::Nested => {
-            for (k, v) in &rendered.object {
-                event.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    let mut out = serde_json::to_vec(&event).unwrap_or_else(|_| line.to_vec());
+    let Some(event) = RawEvent::parse(&line) else { return line };
+    let mut out = kl_schema::event::write(&line, &event, &rendered.object);
     out.push(b'\n');
     out
 }

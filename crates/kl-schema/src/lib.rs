@@ -11,6 +11,7 @@
 //! data and pure functions, so that every adapter renders identically.
 
 mod docs;
+pub mod event;
 mod flatten;
 pub mod style;
 mod table;

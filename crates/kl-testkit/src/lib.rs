@@ -15,6 +15,33 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+pub mod fuzz;
+
+/// Environment variables a test clears before running a kl binary, so the
+/// developer's own settings cannot leak in.
+pub const ENV_TO_CLEAR: &[&str] = &[
+    "RUST_LOG",
+    "KL_CONFIG",
+    "KASPERSKY_API_TOKEN",
+    "KASPERSKY_API_URL",
+    "KASPERSKY_API_USERNAME",
+    "KASPERSKY_API_PASSWORD",
+    "KASPERSKY_API_CERT_PATH",
+];
+
+/// Writes a self-signed client certificate and its key to `dir/client.pem`.
+pub fn write_client_pem(dir: &std::path::Path) -> std::path::PathBuf {
+    let ck = rcgen::generate_simple_self_signed(vec!["kl-test-client".to_owned()]).expect("rcgen");
+    let path = dir.join("client.pem");
+    std::fs::write(&path, format!("{}{}", ck.cert.pem(), ck.key_pair.serialize_pem())).expect("write pem");
+    path
+}
+
+/// Decodes a percent-encoded fixture name back to its indicator.
+pub fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8().expect("UTF-8").into_owned()
+}
+
 /// How the server answers one address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {

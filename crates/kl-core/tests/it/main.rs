@@ -4,5 +4,6 @@ mod engine;
 mod http;
 mod identity;
 mod mtls;
+mod props;
 mod replay;
 mod support;

@@ -20,29 +20,13 @@ fn fixture_names_are_normalised_indicators() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_str().unwrap();
             let stem = name.strip_suffix(".json").unwrap();
-            let raw = percent_decode(stem);
+            let raw = percent_encoding::percent_decode_str(stem).decode_utf8().unwrap().into_owned();
             let ind = Indicator::parse(kind, &raw).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(ReplayBackend::path_for(&fixtures(), &ind), path, "{name} is not the normalised name");
             n += 1;
         }
         assert!(n >= 4, "{kind:?}: only {n} fixtures");
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
 }
 
 #[tokio::test]

@@ -139,8 +139,7 @@ async fn credentials_never_appear_at_trace_level() {
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let ck = rcgen::generate_simple_self_signed(vec!["kl-test".to_owned()]).unwrap();
-    std::fs::write(dir.path().join("client.pem"), format!("{}{}", ck.cert.pem(), ck.key_pair.serialize_pem())).unwrap();
+    kl_testkit::write_client_pem(dir.path());
     let yml = dir.path().join("dnifconfig.yml");
     std::fs::write(
         &yml,
@@ -166,4 +165,36 @@ async fn credentials_never_appear_at_trace_level() {
     }
     let sent = &server.received_requests().await.unwrap()[0];
     assert_eq!(sent.headers["authorization"], "Basic a2wtdXNlcjpwdy01ZWNyZXQtRE5JRg==");
+}
+
+/// Found by fuzzing: a key our number-preserving JSON reserves must not
+/// make a batch unreadable, and numbers no float can hold pass unchanged.
+#[tokio::test]
+async fn any_valid_event_passes_byte_for_byte_with_fields_added() {
+    let server = fixture_server().await;
+    let (_dir, cfg) = config_dir(&format!("{}/api", server.uri()), "");
+    let batch = concat!(
+        "[\n",
+        r#" {"$serde_json::private::Number": 10, "$SrcIP": "8.8.8.8"},"#,
+        "\n",
+        r#" {"big": 123456789012345678901234567890.50e-3, "nested": {"$serde_json::private::Number": "x"}, "$SrcIP": "8.8.8.8"},"#,
+        "\n",
+        r#" {"$SrcIP": "8.8.8.8", "$KLZone": "stale", "$KLZone": "twice"}"#,
+        "\n]"
+    );
+    let out = run_kl_dnif(&["--config", cfg.to_str().unwrap(), "get_ip_report", "$SrcIP"], batch.as_bytes(), &[]).await;
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(r#"{"$serde_json::private::Number": 10, "$SrcIP": "8.8.8.8","$KLZone":"Green""#), "{text}");
+    assert!(
+        text.contains(
+            r#""big": 123456789012345678901234567890.50e-3, "nested": {"$serde_json::private::Number": "x"}"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"{"$SrcIP":"8.8.8.8","$KLZone":"Green","#),
+        "an existing $KLZone is replaced in place, once: {text}"
+    );
+    assert_eq!(text.matches("stale").count() + text.matches("twice").count(), 0);
 }

@@ -19,15 +19,8 @@ const PASSWORD: &str = "pw-5ecret-DNIF";
 
 pub async fn run_kl_dnif(args: &[&str], stdin: &[u8], envs: &[(&str, &str)]) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kl-dnif"));
-    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).env_remove("RUST_LOG");
-    for key in [
-        "KL_CONFIG",
-        "KASPERSKY_API_TOKEN",
-        "KASPERSKY_API_URL",
-        "KASPERSKY_API_USERNAME",
-        "KASPERSKY_API_PASSWORD",
-        "KASPERSKY_API_CERT_PATH",
-    ] {
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for key in kl_testkit::ENV_TO_CLEAR {
         cmd.env_remove(key);
     }
     cmd.envs(envs.iter().copied());

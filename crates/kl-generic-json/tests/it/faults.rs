@@ -108,8 +108,7 @@ async fn credentials_never_appear_at_trace_level() {
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let ck = rcgen::generate_simple_self_signed(vec!["kl-test".to_owned()]).unwrap();
-    std::fs::write(dir.path().join("client.pem"), format!("{}{}", ck.cert.pem(), ck.key_pair.serialize_pem())).unwrap();
+    kl_testkit::write_client_pem(dir.path());
     let cfg = dir.path().join("kl.yml");
     std::fs::write(
         &cfg,

@@ -30,15 +30,8 @@ pub fn command(args: &[&str]) -> tokio::process::Command {
     let xdg = std::env::temp_dir().join(format!("kl-generic-json-test-{}-{n}", std::process::id()));
     let mut cmd = tokio::process::Command::new(bin());
     cmd.env("XDG_CACHE_HOME", xdg);
-    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).env_remove("RUST_LOG");
-    for key in [
-        "KL_CONFIG",
-        "KASPERSKY_API_TOKEN",
-        "KASPERSKY_API_URL",
-        "KASPERSKY_API_USERNAME",
-        "KASPERSKY_API_PASSWORD",
-        "KASPERSKY_API_CERT_PATH",
-    ] {
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for key in kl_testkit::ENV_TO_CLEAR {
         cmd.env_remove(key);
     }
     cmd

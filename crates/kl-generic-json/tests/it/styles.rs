@@ -15,26 +15,10 @@ fn stream_for(kind: ObjectKind) -> String {
     names
         .iter()
         .map(|n| {
-            let raw = percent_decode(n);
+            let raw = kl_testkit::percent_decode(n);
             format!("{}\n", serde_json::json!({"event": {"id": n.len()}, "indicator": raw}))
         })
         .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
 }
 
 async fn snapshot(function: Function, style: &str) {

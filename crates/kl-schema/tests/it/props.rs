@@ -1,0 +1,96 @@
+//! Flattening any JSON value never panics, and its output keeps the rules.
+
+use std::sync::Arc;
+
+use kl_core::{Function, Outcome};
+use proptest::prelude::*;
+use serde_json::{Map, Value};
+
+/// Keys the tables read, so random responses reach deep into them.
+const KEYS: &[&str] = &[
+    "Zone",
+    "LicenseInfo",
+    "IpGeneralInfo",
+    "IpWhoIs",
+    "IpDnsResolutions",
+    "FilesDownloadedFromIp",
+    "HostedUrls",
+    "UrlGeneralInfo",
+    "UrlDomainWhoIs",
+    "UrlReferrals",
+    "UrlReferredTo",
+    "DomainDnsResolutions",
+    "FilesAccessed",
+    "FilesDownloaded",
+    "DomainGeneralInfo",
+    "DomainWhoIsInfo",
+    "Subdomains",
+    "FileGeneralInfo",
+    "DetectionsInfo",
+    "FileNames",
+    "FileAccessedUrls",
+    "Net",
+    "Asn",
+    "Contacts",
+    "Role",
+    "ContactType",
+    "StartIp",
+    "RangeStart",
+    "EndIp",
+    "RangeEnd",
+    "Origin",
+    "Number",
+    "Description",
+    "Categories",
+    "Domain",
+    "Ip",
+    "Md5",
+    "Url",
+    "Subdomain",
+    "FileName",
+    "DetectionName",
+    "Email",
+    "Registrar",
+    "Name",
+    "HitsCount",
+    "DomainStatus",
+];
+
+fn json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        prop_oneof![Just("Red"), Just("gray"), Just("ORANGE"), Just(""), Just("Purple"), Just("tech contact")]
+            .prop_map(Value::from),
+        ".{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(5, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec((prop::sample::select(KEYS), inner), 0..8)
+                .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<Map<_, _>>())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn flattening_any_value_never_panics(response in json()) {
+        for function in Function::ALL {
+            let fields = kl_schema::flatten(function, &response);
+            let mut names = std::collections::HashSet::new();
+            for f in &fields {
+                prop_assert!(f.name.starts_with("$KL"));
+                prop_assert!(names.insert(f.name.clone()), "{} twice", f.name);
+                prop_assert!(!f.value.is_null() && f.value != "" && f.value != Value::Array(vec![]));
+                prop_assert!(!f.value.is_object());
+            }
+            let rendered = kl_schema::render(function, &Outcome::Data(Arc::new(response.clone())));
+            prop_assert!(!rendered.is_empty());
+            prop_assert!(rendered.iter().all(|f| f.name != "$KLError"));
+        }
+    }
+}
