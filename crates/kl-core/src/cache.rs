@@ -277,6 +277,37 @@ mod tests {
     }
 
     #[test]
+    fn several_writers_share_one_cache() {
+        // DNIF runs lookups in parallel: four handles (as four processes
+        // would) write and flush at the same time; every answer lands.
+        let dir = tempfile::tempdir().unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let path = dir.path().to_path_buf();
+                s.spawn(move || {
+                    let c = Cache::open(&path, DAY, DAY);
+                    for i in 0..300 {
+                        c.put(
+                            Function::IpReport,
+                            &ip(&format!("11.{t}.{}.{}", i / 200, i % 200)),
+                            &Answer::Data(json!({"Zone": "Red", "n": i})),
+                        );
+                    }
+                    c.flush();
+                });
+            }
+        });
+        let c = Cache::open(dir.path(), DAY, DAY);
+        for t in 0..4 {
+            for i in 0..300 {
+                let answer = c.get(Function::IpReport, &ip(&format!("11.{t}.{}.{}", i / 200, i % 200)));
+                assert_eq!(answer, Some(Answer::Data(json!({"Zone": "Red", "n": i}))), "{t}/{i}");
+            }
+        }
+        assert!(!c.warned.load(Ordering::Relaxed));
+    }
+
+    #[test]
     fn grey_answers_use_the_grey_lifetime() {
         let dir = tempfile::tempdir().unwrap();
         let c = Cache::open(dir.path(), DAY, Duration::ZERO);

@@ -88,3 +88,43 @@ async fn quota_use_is_reported_and_warned_once() {
     assert_eq!(stderr.matches("1850 of the day's 2000").count(), 1, "{stderr}");
     assert!(stderr.contains("quota_used=1850") && stderr.contains("quota=2000"), "{stderr}");
 }
+
+#[tokio::test]
+async fn parallel_processes_share_the_cache() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"Zone": "Yellow"})))
+        .mount(&server)
+        .await;
+    let (_dir, cfg) = config_dir(&format!("{}/api", server.uri()), "");
+    let cfg = cfg.to_str().unwrap().to_owned();
+    let batches: Vec<String> = (0..4)
+        .map(|p| {
+            let events: Vec<serde_json::Value> =
+                (0..50).map(|i| json!({"ip": format!("11.{p}.0.{}", i + 1)})).collect();
+            serde_json::to_string(&events).unwrap()
+        })
+        .collect();
+    // Four DNIF lookups at once, as DNIF runs them.
+    let runs: Vec<_> = batches
+        .iter()
+        .map(|b| {
+            let (cfg, b) = (cfg.clone(), b.clone());
+            tokio::spawn(
+                async move { run_kl_dnif(&["--config", &cfg, "get_ip_report", "ip"], b.as_bytes(), &[]).await },
+            )
+        })
+        .collect();
+    for run in runs {
+        let out = run.await.unwrap();
+        assert!(out.status.success());
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("bypassed"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let sent = requests(&server).await;
+    assert_eq!(sent, 200);
+    let all: Vec<serde_json::Value> =
+        batches.iter().flat_map(|b| serde_json::from_str::<Vec<serde_json::Value>>(b).unwrap()).collect();
+    let out = run_kl_dnif(&["--config", &cfg, "get_ip_report", "ip"], &serde_json::to_vec(&all).unwrap(), &[]).await;
+    assert_eq!(parse(&out).len(), 200);
+    assert_eq!(requests(&server).await, sent, "every answer written by the four is read back");
+}
