@@ -29,6 +29,35 @@ pub const ENV_TO_CLEAR: &[&str] = &[
     "KASPERSKY_API_CERT_PATH",
 ];
 
+/// A kl binary as tests run it: pipes for all three streams, and the
+/// developer's own kl settings cleared from the environment.
+pub fn command(binary: &str, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for key in ENV_TO_CLEAR {
+        cmd.env_remove(key);
+    }
+    cmd
+}
+
+/// Runs `cmd` with `stdin` written in full, then closed, and waits for it.
+pub async fn run_with_stdin(mut cmd: tokio::process::Command, stdin: &[u8]) -> std::process::Output {
+    let mut child = cmd.spawn().expect("spawn");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    let data = stdin.to_vec();
+    // Written from another task: a child that answers as it reads must not
+    // block on a full stdout pipe while we still write.
+    let writer = tokio::spawn(async move {
+        let _ = input.write_all(&data).await;
+    });
+    let out = child.wait_with_output().await.expect("wait");
+    let _ = writer.await;
+    out
+}
+
 /// Writes a self-signed client certificate and its key to `dir/client.pem`.
 pub fn write_client_pem(dir: &std::path::Path) -> std::path::PathBuf {
     let ck = rcgen::generate_simple_self_signed(vec!["kl-test-client".to_owned()]).expect("rcgen");

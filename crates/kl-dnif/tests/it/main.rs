@@ -2,10 +2,9 @@
 //! array on stdout, against a wiremock TIP.
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt;
 use wiremock::matchers::{any, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -18,21 +17,9 @@ mod shim;
 const PASSWORD: &str = "pw-5ecret-DNIF";
 
 pub async fn run_kl_dnif(args: &[&str], stdin: &[u8], envs: &[(&str, &str)]) -> Output {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kl-dnif"));
-    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for key in kl_testkit::ENV_TO_CLEAR {
-        cmd.env_remove(key);
-    }
+    let mut cmd = kl_testkit::command(env!("CARGO_BIN_EXE_kl-dnif"), args);
     cmd.envs(envs.iter().copied());
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = tokio::spawn(async move {
-        let _ = input.write_all(&data).await;
-    });
-    let out = child.wait_with_output().await.unwrap();
-    writer.await.unwrap();
-    out
+    kl_testkit::run_with_stdin(cmd, stdin).await
 }
 
 /// A config folder with a token config pointing at `url`, plus `extra` lines.

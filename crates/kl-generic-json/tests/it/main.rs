@@ -1,9 +1,7 @@
 //! kl-generic-json as a pipeline runs it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
-
-use tokio::io::AsyncWriteExt;
+use std::process::Output;
 
 mod cli;
 mod faults;
@@ -28,26 +26,14 @@ pub fn command(args: &[&str]) -> tokio::process::Command {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let xdg = std::env::temp_dir().join(format!("kl-generic-json-test-{}-{n}", std::process::id()));
-    let mut cmd = tokio::process::Command::new(bin());
+    let mut cmd = kl_testkit::command(bin(), args);
     cmd.env("XDG_CACHE_HOME", xdg);
-    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for key in kl_testkit::ENV_TO_CLEAR {
-        cmd.env_remove(key);
-    }
     cmd
 }
 
 /// Runs with `stdin` written in full, then closed.
 pub async fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = command(args).spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = tokio::spawn(async move {
-        let _ = input.write_all(&data).await;
-    });
-    let out = child.wait_with_output().await.unwrap();
-    writer.await.unwrap();
-    out
+    kl_testkit::run_with_stdin(command(args), stdin).await
 }
 
 pub fn stdout_lines(out: &Output) -> Vec<serde_json::Value> {
