@@ -74,7 +74,8 @@ impl<'a> HttpBackendBuilder<'a> {
             // one can cost 40 ms a response: local test servers and proxies
             // that write headers and body separately with Nagle's algorithm
             // on wait for our delayed ACK on every reused connection.
-            builder = builder.pool_max_idle_per_host(0);
+            // A proxy from the environment cannot reach our loopback anyway.
+            builder = builder.pool_max_idle_per_host(0).no_proxy();
         }
         let client = builder
             .redirect(reqwest::redirect::Policy::none())
