@@ -103,8 +103,21 @@ impl Cache {
     }
 
     fn connect(&self, dir: &Path) -> Result<Connection, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // Which indicators a site looks up is its own business: the folder
+        // and the database are readable by their owner only.
+        if !dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
         let conn = Connection::open(&self.path).map_err(|e| e.to_string())?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o600));
+        }
         conn.busy_timeout(Duration::from_secs(5)).map_err(|e| e.to_string())?;
         // WAL lets readers and one writer from several processes work at once.
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| e.to_string())?;
@@ -305,6 +318,17 @@ mod tests {
             }
         }
         assert!(!c.warned.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn the_cache_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("cache");
+        let _c = Cache::open(&folder, DAY, DAY);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&folder), 0o700);
+        assert_eq!(mode(&folder.join(CACHE_FILE)), 0o600);
     }
 
     #[test]
