@@ -25,7 +25,8 @@ pub fn responses() -> PathBuf {
 pub fn command(args: &[&str]) -> tokio::process::Command {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let xdg = std::env::temp_dir().join(format!("kl-generic-json-test-{}-{n}", std::process::id()));
+    let xdg = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("kl-generic-json-test-{}-{n}", std::process::id()));
     let mut cmd = kl_testkit::command(bin(), args);
     cmd.env("XDG_CACHE_HOME", xdg);
     cmd
