@@ -19,7 +19,7 @@ use crate::cache::Cache;
 use crate::config::Config;
 use crate::error::Error;
 use crate::function::Function;
-use crate::indicator::{Indicator, IndicatorError};
+use crate::indicator::{Indicator, IndicatorError, ObjectKind};
 
 /// What became of one lookup. Cheap to clone: the data is shared.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,9 +35,11 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome for an indicator field holding something other than a string.
-    pub fn not_a_string(function: Function, value: &serde_json::Value) -> Outcome {
-        Outcome::Failed(IndicatorError::not_a_string(function.object(), crate::backend::json_type(value)).to_string())
+    /// The outcome for an indicator field holding something other than a
+    /// string (`found`: "a number", "an object"…); `kind` is `None` when the
+    /// indicator's type was to be detected.
+    pub fn not_a_string(kind: Option<ObjectKind>, found: &str) -> Outcome {
+        Outcome::Failed(IndicatorError::not_a_string(kind, found).to_string())
     }
 }
 

@@ -87,9 +87,11 @@ impl IndicatorError {
         IndicatorError { message }
     }
 
-    /// For a JSON value that is not a string at all.
-    pub fn not_a_string(kind: ObjectKind, json_type: &str) -> IndicatorError {
-        IndicatorError { message: format!("invalid {}: expected a string, found {json_type}", kind.describe()) }
+    /// For a JSON value that is not a string at all; `kind` is `None` when
+    /// the type was to be detected from the value.
+    pub fn not_a_string(kind: Option<ObjectKind>, json_type: &str) -> IndicatorError {
+        let what = kind.map_or("indicator", ObjectKind::describe);
+        IndicatorError { message: format!("invalid {what}: expected a string, found {json_type}") }
     }
 }
 

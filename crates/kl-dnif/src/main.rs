@@ -158,9 +158,7 @@ async fn enrich(engine: &Engine, function: Function, field: &str, events: &[(&st
             let outcome = match (value, indicator) {
                 (None, _) => return text.as_bytes().to_vec(),
                 (Some(_), Some(_)) => answers.next().unwrap_or_else(|| Outcome::Failed("internal error".to_owned())),
-                (Some(v), None) => {
-                    Outcome::Failed(kl_core::IndicatorError::not_a_string(function.object(), raw_type(v)).to_string())
-                }
+                (Some(v), None) => Outcome::not_a_string(Some(function.object()), raw_type(v)),
             };
             let fields: Map<String, Value> =
                 kl_schema::render(function, &outcome).into_iter().map(|f| (f.name, f.value)).collect();

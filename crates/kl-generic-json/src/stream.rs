@@ -211,12 +211,11 @@ fn handle_line(shared: &Arc<Shared>, line: Vec<u8>) -> Output {
     let Some(raw) = settings.field.get(&event) else { return passthrough(line) };
     let Some(text) = raw_string(raw) else {
         let found = raw_type(raw);
-        let outcome = match settings.function {
-            FunctionChoice::Fixed(f) => {
-                Outcome::Failed(kl_core::IndicatorError::not_a_string(f.object(), found).to_string())
-            }
-            FunctionChoice::Auto => Outcome::Failed(format!("invalid indicator: expected a string, found {found}")),
+        let kind = match settings.function {
+            FunctionChoice::Fixed(f) => Some(f.object()),
+            FunctionChoice::Auto => None,
         };
+        let outcome = Outcome::not_a_string(kind, found);
         let rendered = render(shared, Function::IpReport, "", &outcome);
         let clash = clashes(&event, &rendered);
         drop(event);

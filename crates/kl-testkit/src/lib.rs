@@ -66,6 +66,29 @@ pub fn write_client_pem(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// Writes `dir/<name>`: a config with Basic authentication (`user`,
+/// `password`, a fresh client PEM beside it) against `api_url`, plus
+/// `extra` lines. Returns its path.
+pub fn write_basic_config(
+    dir: &std::path::Path,
+    name: &str,
+    api_url: &str,
+    user: &str,
+    password: &str,
+    extra: &str,
+) -> std::path::PathBuf {
+    write_client_pem(dir);
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "lookup_plugin:\n  KASPERSKY_API_USERNAME: {user}\n  KASPERSKY_API_PASSWORD: {password}\n  KASPERSKY_API_CERT_PATH: client.pem\n  KASPERSKY_API_URL: {api_url}\n{extra}"
+        ),
+    )
+    .expect("write config");
+    path
+}
+
 /// Decodes a percent-encoded fixture name back to its indicator.
 pub fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s).decode_utf8().expect("UTF-8").into_owned()

@@ -20,7 +20,7 @@ fn expected(function: Function, raw: &Value) -> Vec<(String, Value)> {
                 Err(_) => Outcome::NotFound,
             },
         },
-        other => Outcome::not_a_string(function, other),
+        other => Outcome::not_a_string(Some(function.object()), kl_core::json_type(other)),
     };
     kl_schema::render(function, &outcome).into_iter().map(|f| (f.name, f.value)).collect()
 }

@@ -139,16 +139,14 @@ async fn credentials_never_appear_at_trace_level() {
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    kl_testkit::write_client_pem(dir.path());
-    let yml = dir.path().join("dnifconfig.yml");
-    std::fs::write(
-        &yml,
-        format!(
-            "lookup_plugin:\n  KASPERSKY_API_USERNAME: kl-user\n  KASPERSKY_API_PASSWORD: {PASSWORD}\n  KASPERSKY_API_CERT_PATH: client.pem\n  KASPERSKY_API_URL: {}/api\n",
-            server.uri()
-        ),
-    )
-    .unwrap();
+    let yml = kl_testkit::write_basic_config(
+        dir.path(),
+        "dnifconfig.yml",
+        &format!("{}/api", server.uri()),
+        "kl-user",
+        PASSWORD,
+        "",
+    );
     let out = run_kl_dnif(
         &["--config", yml.to_str().unwrap(), "get_ip_report", "$SrcIP"],
         br#"[{"$SrcIP":"8.8.8.8"},{"$SrcIP":"8.8.4.4"}]"#,

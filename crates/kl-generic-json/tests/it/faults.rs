@@ -111,16 +111,15 @@ async fn credentials_never_appear_at_trace_level() {
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    kl_testkit::write_client_pem(dir.path());
-    let cfg = dir.path().join("kl.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "lookup_plugin:\n  KASPERSKY_API_USERNAME: kl-user\n  KASPERSKY_API_PASSWORD: pw-GENERIC-5ecret\n  KASPERSKY_API_CERT_PATH: client.pem\n  KASPERSKY_API_URL: {}/api\n  KL_CACHE_PATH: off\n",
-            server.uri()
-        ),
-    )
-    .unwrap();
+    let url = format!("{}/api", server.uri());
+    let cfg = kl_testkit::write_basic_config(
+        dir.path(),
+        "kl.yml",
+        &url,
+        "kl-user",
+        "pw-GENERIC-5ecret",
+        "  KL_CACHE_PATH: off\n",
+    );
     let cfg = cfg.to_str().unwrap();
     let mut outputs = Vec::new();
     let mut cmd = command(&["enrich", "--function", "auto", "--field", "ip", "--config", cfg]);
