@@ -3,17 +3,7 @@
 use async_trait::async_trait;
 
 pub use crate::error::FailureKind;
-use crate::function::Function;
-use crate::indicator::Indicator;
-
-/// What a backend says about one indicator.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Answer {
-    /// The response body: a JSON object of sections.
-    Data(serde_json::Value),
-    /// Nothing is known about the object (HTTP 404).
-    NotFound,
-}
+use kl_model::{Answer, Function, Indicator, json_type};
 
 /// A failed fetch. The engine decides from [`crate::Error::kind`] whether to
 /// retry, give up on this lookup, or stop the run.
@@ -41,18 +31,6 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<serde_json::Value, crate::Error
         });
     }
     Ok(value)
-}
-
-/// A JSON value's type, as messages name it.
-pub fn json_type(v: &serde_json::Value) -> &'static str {
-    match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

@@ -15,10 +15,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::backend::Answer;
 use crate::config::{CacheSetting, Config};
-use crate::function::Function;
-use crate::indicator::Indicator;
+use kl_model::Answer;
+use kl_model::Function;
+use kl_model::Indicator;
 
 /// The database file inside the cache folder.
 pub const CACHE_FILE: &str = "kl-cache.sqlite3";
@@ -261,7 +261,7 @@ impl Drop for Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::indicator::ObjectKind;
+    use kl_model::ObjectKind;
     use serde_json::json;
 
     fn ip(s: &str) -> Indicator {

@@ -14,34 +14,12 @@ use std::time::Duration;
 use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::Instant;
 
-use crate::backend::{Answer, Backend, FailureKind};
+use kl_model::{Answer, Function, Indicator, Outcome};
+
+use crate::backend::{Backend, FailureKind};
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::error::Error;
-use crate::function::Function;
-use crate::indicator::{Indicator, IndicatorError, ObjectKind};
-
-/// What became of one lookup. Cheap to clone: the data is shared.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// The API's answer (a JSON object of sections).
-    Data(Arc<serde_json::Value>),
-    /// Nothing is known about the object: Grey.
-    NotFound,
-    /// Deliberately not looked up (a private address, say); the reason.
-    Skipped(String),
-    /// The lookup failed or the indicator is invalid; a short reason.
-    Failed(String),
-}
-
-impl Outcome {
-    /// The outcome for an indicator field holding something other than a
-    /// string (`found`: "a number", "an object"…); `kind` is `None` when the
-    /// indicator's type was to be detected.
-    pub fn not_a_string(kind: Option<ObjectKind>, found: &str) -> Outcome {
-        Outcome::Failed(IndicatorError::not_a_string(kind, found).to_string())
-    }
-}
 
 /// Tuning of the engine. [`EngineOptions::from_config`] gives the configured values.
 #[derive(Debug, Clone)]
@@ -386,10 +364,7 @@ impl Engine {
 }
 
 fn outcome_of(answer: Answer) -> Outcome {
-    match answer {
-        Answer::Data(v) => Outcome::Data(Arc::new(v)),
-        Answer::NotFound => Outcome::NotFound,
-    }
+    Outcome::from(answer)
 }
 
 fn final_message(err: &Error, tries: u32) -> String {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::config::ConfigError;
-use crate::indicator::IndicatorError;
+use kl_model::IndicatorError;
 
 /// Everything that can go wrong in kl-core, one variant per thing a caller
 /// can act on.

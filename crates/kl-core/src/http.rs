@@ -9,11 +9,13 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, RETRY_AFTER, USER_AGENT};
 
-use crate::backend::{Answer, Backend, LookupFailure, decode_body};
+use kl_model::Answer;
+
+use crate::backend::{Backend, LookupFailure, decode_body};
 use crate::config::{Config, ConfigError, Credentials};
 use crate::error::Error;
-use crate::function::Function;
-use crate::indicator::Indicator;
+use kl_model::Function;
+use kl_model::Indicator;
 
 /// Asks the TIP API, over one pooled HTTPS client.
 ///

@@ -18,10 +18,12 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use crate::backend::{Answer, Backend, LookupFailure, decode_body};
+use kl_model::Answer;
+
+use crate::backend::{Backend, LookupFailure, decode_body};
 use crate::error::Error;
-use crate::function::Function;
-use crate::indicator::Indicator;
+use kl_model::Function;
+use kl_model::Indicator;
 
 /// Answers lookups from a directory of recorded responses.
 #[derive(Debug, Clone)]

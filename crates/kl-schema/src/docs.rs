@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use kl_core::Function;
+use kl_model::Function;
 
 use crate::table::{FieldSpec, Kind, ROLE_KEYS, table};
 

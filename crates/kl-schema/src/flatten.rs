@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use kl_core::{Function, Outcome, Zone};
+use kl_model::{Function, Outcome, Zone};
 use serde_json::Value;
 
 use crate::table::{ERROR_FIELD, FieldSpec, Kind, ROLE_KEYS, SKIPPED_FIELD, ZONE_FIELD, table};

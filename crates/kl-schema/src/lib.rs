@@ -4,7 +4,7 @@
 //! field: its `$KL` name, a snake_case name for nested output, where its value
 //! comes from in a TIP response, and how it is built ([`Kind`]).
 //! [`flatten`] maps a response through a function's table; [`render`] turns
-//! an engine [`kl_core::Outcome`] into the fields an event gets (data, Grey,
+//! an engine [`kl_model::Outcome`] into the fields an event gets (data, Grey,
 //! `$KLError` or `$KLSkipped`).
 //!
 //! This crate must never do I/O: no files, no network, no clocks. It is pure

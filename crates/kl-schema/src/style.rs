@@ -6,7 +6,7 @@
 //! - [`Style::Ecs`]: an Elastic Common Schema `threat.enrichments[]` entry,
 //!   with every other field nested under the target key.
 
-use kl_core::{Function, HashKind, Indicator, ObjectKind};
+use kl_model::{Function, HashKind, Indicator, ObjectKind};
 use serde_json::{Map, Value};
 
 use crate::flatten::Field;

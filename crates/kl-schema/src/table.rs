@@ -1,6 +1,6 @@
 //! The field tables: one row per documented `$KL` field of every function.
 
-use kl_core::Function;
+use kl_model::Function;
 
 /// How a field's value is built from its source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use kl_core::{Function, Outcome};
+use kl_model::{Function, Outcome};
 use serde_json::{Map, Value};
 
 fn event_fields(function: Function, response: Value) -> Map<String, Value> {

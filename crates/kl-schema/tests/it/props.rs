@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use kl_core::{Function, Outcome};
+use kl_model::{Function, Outcome};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
