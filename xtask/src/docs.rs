@@ -1,4 +1,5 @@
-//! `cargo xtask docs`: regenerates `docs/fields.md`.
+//! `cargo xtask docs`: regenerates `docs/fields.md` from kl-schema's tables
+//! and the README's config key table from `kl_model::keys`.
 
 use std::path::Path;
 
@@ -9,5 +10,17 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(root.join("docs"))?;
     std::fs::write(&path, kl_schema::fields_markdown()).with_context(|| format!("cannot write {}", path.display()))?;
     println!("wrote {}", path.display());
+
+    let readme = root.join("README.md");
+    let text = std::fs::read_to_string(&readme).with_context(|| format!("cannot read {}", readme.display()))?;
+    let updated = kl_model::keys::with_table(&text).with_context(|| {
+        format!(
+            "README.md lacks the markers {} and {} around the key table",
+            kl_model::keys::README_BEGIN,
+            kl_model::keys::README_END
+        )
+    })?;
+    std::fs::write(&readme, updated).with_context(|| format!("cannot write {}", readme.display()))?;
+    println!("wrote the key table of {}", readme.display());
     Ok(())
 }

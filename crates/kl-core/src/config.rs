@@ -7,42 +7,25 @@
 //!   KASPERSKY_API_CERT_PATH: client.pem
 //! ```
 //!
-//! Every key may also come from an environment variable of the same name, and
-//! the environment wins. Relative paths resolve against the folder of the
-//! config file. Unknown keys are refused. Every error names its key.
+//! Every key is a row of [`kl_model::keys`], which says what it holds and
+//! how it is parsed. A key may also come from an environment variable of
+//! the same name, and a non-empty one wins; an empty value, in the file or
+//! the environment, counts as unset. Relative paths resolve against the
+//! folder of the config file. Unknown keys are refused. Every error names
+//! its key and never shows a secret.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kl_model::keys::{self, Key, Kind};
 use reqwest::Url;
 
 use crate::secret::Secret;
 
 /// The TIP API used when `KASPERSKY_API_URL` is not set.
 pub const DEFAULT_API_URL: &str = "https://tip.kaspersky.com/api";
-
-/// Every key the config file may hold, in the order the docs list them.
-pub const KEYS: &[&str] = &[
-    "KASPERSKY_API_USERNAME",
-    "KASPERSKY_API_PASSWORD",
-    "KASPERSKY_API_CERT_PATH",
-    "KASPERSKY_API_TOKEN",
-    "KASPERSKY_API_URL",
-    "KASPERSKY_CA_CERT_PATH",
-    "KL_TIMEOUT_SECS",
-    "KL_CONCURRENCY",
-    "KL_CACHE_PATH",
-    "KL_CACHE_TTL_SECS",
-    "KL_CACHE_GREY_TTL_SECS",
-    "KL_LOOKUP_PRIVATE_IPS",
-    "KL_RECORDS_COUNT",
-    "KL_RETRIES",
-    "KL_DEADLINE_SECS",
-    "KL_MAX_RESPONSE_BYTES",
-];
 
 /// A configuration problem, reported once before any lookup (exit status 2).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,7 +51,7 @@ impl ConfigError {
 pub enum Credentials {
     /// `Authorization: Basic`, with the client certificate presented.
     Basic { username: String, password: Secret },
-    /// `Authorization: Bearer` (newer accounts).
+    /// `Authorization: Bearer` (newer accounts; no certificate needed).
     Token(Secret),
 }
 
@@ -94,22 +77,18 @@ pub struct Config {
     pub api_url: Url,
     pub timeout: Duration,
     pub concurrency: usize,
+    pub retries: u32,
+    pub deadline: Duration,
+    pub drain: Duration,
+    pub lookup_private_ips: bool,
+    pub records_count: Option<u32>,
+    pub max_response_bytes: u64,
+    pub memo_bytes: u64,
     pub cache: CacheSetting,
     pub cache_ttl: Duration,
     pub cache_grey_ttl: Duration,
-    pub lookup_private_ips: bool,
-    pub records_count: Option<u32>,
-    pub retries: u32,
-    pub deadline: Duration,
-    pub max_response_bytes: u64,
     /// The folder of the config file (relative paths resolve against it).
     pub base_dir: Option<PathBuf>,
-}
-
-/// Raw key/value pairs, before checking: file values, then env overrides.
-struct Raw {
-    values: BTreeMap<&'static str, String>,
-    base_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -122,6 +101,12 @@ impl Config {
     pub fn load_with_env(path: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let (text, base_dir) = match path {
             Some(p) => {
+                if p.is_dir() {
+                    return Err(ConfigError::general(format!(
+                        "config file {} is a directory; give the YAML file itself",
+                        p.display()
+                    )));
+                }
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| ConfigError::general(format!("cannot read config file {}: {e}", p.display())))?;
                 let dir = p.parent().map(|d| if d.as_os_str().is_empty() { Path::new(".") } else { d });
@@ -143,12 +128,13 @@ impl Config {
             Some(text) => parse_yaml(text)?,
             None => BTreeMap::new(),
         };
-        for key in KEYS {
-            if let Some(v) = env(key) {
-                values.insert(key, v);
+        values.retain(|_, v| !v.trim().is_empty());
+        for key in keys::ALL {
+            // An empty variable counts as unset: the file's value stays.
+            if let Some(v) = env(key.name).filter(|v| !v.trim().is_empty()) {
+                values.insert(key.name, v);
             }
         }
-        values.retain(|_, v| !v.trim().is_empty());
         for (key, v) in &values {
             let t = v.trim();
             if t.starts_with('<') && t.ends_with('>') {
@@ -196,10 +182,11 @@ fn parse_yaml(text: &str) -> Result<BTreeMap<&'static str, String>, ConfigError>
         };
         for (k, v) in section {
             let name = yaml_key(&k)?;
-            let Some(key) = KEYS.iter().copied().find(|known| *known == name) else {
+            let Some(key) = keys::find(&name) else {
+                let known: Vec<&str> = keys::ALL.iter().map(|k| k.name).collect();
                 return Err(ConfigError::general(format!(
                     "unknown key `{name}` in lookup_plugin; known keys: {}",
-                    KEYS.join(", ")
+                    known.join(", ")
                 )));
             };
             let text = match v {
@@ -208,10 +195,10 @@ fn parse_yaml(text: &str) -> Result<BTreeMap<&'static str, String>, ConfigError>
                 serde_yaml::Value::Number(n) => n.to_string(),
                 serde_yaml::Value::String(s) => s,
                 _ => {
-                    return Err(ConfigError::new(key, "must be a single value, not a list or mapping"));
+                    return Err(ConfigError::new(key.name, "must be a single value, not a list or mapping"));
                 }
             };
-            out.insert(key, text);
+            out.insert(key.name, text);
         }
     }
     Ok(out)
@@ -224,148 +211,221 @@ fn yaml_key(k: &serde_yaml::Value) -> Result<String, ConfigError> {
     }
 }
 
+/// Raw key/value pairs, before checking: file values, then env overrides.
+struct Raw {
+    values: BTreeMap<&'static str, String>,
+    base_dir: Option<PathBuf>,
+}
+
 impl Raw {
-    fn get(&self, key: &'static str) -> Option<&str> {
-        self.values.get(key).map(|s| s.trim())
+    fn get(&self, key: &Key) -> Option<&str> {
+        self.values.get(key.name).map(|s| s.trim())
     }
 
-    fn path(&self, key: &'static str, env: &impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
-        let raw = self.get(key)?;
+    fn secret(&self, key: &Key) -> Result<Option<Secret>, ConfigError> {
+        debug_assert_eq!(key.kind, Kind::Secret);
+        let Some(v) = self.get(key) else { return Ok(None) };
+        // A secret goes into a header: a control character would make the
+        // header unusable, and the request would go out without it.
+        if v.chars().any(char::is_control) || !v.is_ascii() {
+            return Err(ConfigError::new(
+                key.name,
+                "contains control or non-ASCII characters and cannot be sent in a header; check for a stray line break",
+            ));
+        }
+        Ok(Some(Secret::new(v)))
+    }
+
+    fn path(&self, key: &Key, env: &impl Fn(&str) -> Option<String>) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(raw) = self.get(key) else { return Ok(None) };
         let given = PathBuf::from(raw);
-        let resolved = match (&self.base_dir, given.is_relative()) {
+        let mut resolved = match (&self.base_dir, given.is_relative()) {
             (Some(base), true) => base.join(&given),
             _ => given.clone(),
         };
-        if key == "KASPERSKY_API_CERT_PATH" && !resolved.exists() {
+        if key.name == keys::CERT_PATH.name && !resolved.exists() {
             // The 2018 plugin glued this path onto $WORKDIR. Keep old
             // deployments working, and say that the form is deprecated.
             if let Some(workdir) = env("WORKDIR") {
                 let legacy = PathBuf::from(format!("{workdir}{raw}"));
                 if legacy.exists() {
                     tracing::warn!(
-                        "{key} is resolved against $WORKDIR ({}), as the 2018 plugin did; this form is deprecated, write the full path instead",
+                        "{} is resolved against $WORKDIR ({}), as the 2018 plugin did; this form is deprecated, write the full path instead",
+                        key.name,
                         legacy.display()
                     );
-                    return Some(legacy);
+                    resolved = legacy;
                 }
             }
         }
-        Some(resolved)
+        if key.kind == Kind::File {
+            if resolved.is_dir() {
+                return Err(ConfigError::new(
+                    key.name,
+                    format!("{} is a directory; a file is expected", resolved.display()),
+                ));
+            }
+            if !resolved.is_file() {
+                return Err(ConfigError::new(key.name, format!("no such file: {}", resolved.display())));
+            }
+        }
+        Ok(Some(resolved))
     }
 
-    fn number<T>(&self, key: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
-    where
-        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
-    {
-        let Some(raw) = self.get(key) else {
-            return Ok(default);
-        };
-        let n: T = raw.parse().map_err(|_| ConfigError::new(key, format!("expected a whole number, found {raw:?}")))?;
-        if n < min || n > max {
-            return Err(ConfigError::new(key, format!("must be between {min} and {max}, found {n}")));
+    fn number(&self, key: &Key) -> Result<u64, ConfigError> {
+        let Kind::Number { default, .. } = key.kind else { unreachable!("{} is not a number key", key.name) };
+        match self.get(key) {
+            None => Ok(default),
+            Some(raw) => key.parse_number(raw).map_err(|m| ConfigError::new(key.name, m)),
         }
-        Ok(n)
     }
 
-    fn boolean(&self, key: &'static str, default: bool) -> Result<bool, ConfigError> {
-        let Some(raw) = self.get(key) else {
-            return Ok(default);
-        };
-        match raw.to_ascii_lowercase().as_str() {
-            "true" | "yes" | "on" | "1" => Ok(true),
-            "false" | "no" | "off" | "0" => Ok(false),
-            _ => Err(ConfigError::new(key, format!("expected true or false, found {raw:?}"))),
+    fn seconds(&self, key: &Key) -> Result<Duration, ConfigError> {
+        self.number(key).map(Duration::from_secs)
+    }
+
+    fn optional_number(&self, key: &Key) -> Result<Option<u64>, ConfigError> {
+        self.get(key).map(|_| self.number(key)).transpose()
+    }
+
+    fn boolean(&self, key: &Key) -> Result<bool, ConfigError> {
+        let Kind::Bool { default } = key.kind else { unreachable!("{} is not a boolean key", key.name) };
+        match self.get(key) {
+            None => Ok(default),
+            Some(raw) => key.parse_bool(raw).map_err(|m| ConfigError::new(key.name, m)),
         }
+    }
+
+    fn credentials(&self) -> Result<Credentials, ConfigError> {
+        let token = self.secret(&keys::TOKEN)?;
+        let username = self.get(&keys::USERNAME);
+        let password = self.secret(&keys::PASSWORD)?;
+        let cert = self.get(&keys::CERT_PATH);
+        if let Some(user) = username {
+            if user.contains(':') {
+                return Err(ConfigError::new(
+                    keys::USERNAME.name,
+                    "contains ':', which Basic authentication cannot carry in a user name",
+                ));
+            }
+        }
+        if let Some(token) = token {
+            if username.is_some() || password.is_some() || cert.is_some() {
+                tracing::warn!(
+                    "{} is set together with {}, {} or {}: the token is used and the others are ignored",
+                    keys::TOKEN.name,
+                    keys::USERNAME.name,
+                    keys::PASSWORD.name,
+                    keys::CERT_PATH.name
+                );
+            }
+            return Ok(Credentials::Token(token));
+        }
+        let Some(user) = username else {
+            return Err(ConfigError::general(format!(
+                "no credentials: set {}, {} and {}, or {}",
+                keys::USERNAME.name,
+                keys::PASSWORD.name,
+                keys::CERT_PATH.name,
+                keys::TOKEN.name
+            )));
+        };
+        let password = password.ok_or_else(|| {
+            ConfigError::new(keys::PASSWORD.name, format!("missing; it goes with {}", keys::USERNAME.name))
+        })?;
+        if cert.is_none() {
+            return Err(ConfigError::new(
+                keys::CERT_PATH.name,
+                "missing; Basic authentication needs the client certificate PEM",
+            ));
+        }
+        Ok(Credentials::Basic { username: user.to_owned(), password })
     }
 
     fn check(self, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let credentials = match (self.get("KASPERSKY_API_TOKEN"), self.get("KASPERSKY_API_USERNAME")) {
-            (Some(token), _) => Credentials::Token(Secret::new(token)),
-            (None, Some(user)) => {
-                let password = self.get("KASPERSKY_API_PASSWORD").ok_or_else(|| {
-                    ConfigError::new("KASPERSKY_API_PASSWORD", "missing; it goes with KASPERSKY_API_USERNAME")
-                })?;
-                if self.get("KASPERSKY_API_CERT_PATH").is_none() {
-                    return Err(ConfigError::new(
-                        "KASPERSKY_API_CERT_PATH",
-                        "missing; Basic authentication needs the client certificate PEM",
-                    ));
-                }
-                Credentials::Basic { username: user.to_owned(), password: Secret::new(password) }
-            }
-            (None, None) => {
-                return Err(ConfigError::general(
-                    "no credentials: set KASPERSKY_API_USERNAME, KASPERSKY_API_PASSWORD and KASPERSKY_API_CERT_PATH, or KASPERSKY_API_TOKEN",
-                ));
-            }
+        let credentials = self.credentials()?;
+        let api_url = check_url(self.get(&keys::API_URL).unwrap_or(DEFAULT_API_URL))?;
+        // The certificate is presented only with Basic authentication.
+        let cert_path = match credentials {
+            Credentials::Basic { .. } => self.path(&keys::CERT_PATH, env)?,
+            Credentials::Token(_) => None,
         };
-        let url_text = self.get("KASPERSKY_API_URL").unwrap_or(DEFAULT_API_URL);
-        let api_url = check_url(url_text)?;
-        let cert_path = self.path("KASPERSKY_API_CERT_PATH", env);
-        if let Some(p) = &cert_path {
-            if !p.is_file() {
-                return Err(ConfigError::new("KASPERSKY_API_CERT_PATH", format!("no such file: {}", p.display())));
-            }
-        }
-        let ca_cert_path = self.path("KASPERSKY_CA_CERT_PATH", env);
-        if let Some(p) = &ca_cert_path {
-            if !p.is_file() {
-                return Err(ConfigError::new("KASPERSKY_CA_CERT_PATH", format!("no such file: {}", p.display())));
-            }
-        }
-        let cache = match self.get("KL_CACHE_PATH") {
+        let ca_cert_path = self.path(&keys::CA_CERT_PATH, env)?;
+        let cache = match self.get(&keys::CACHE_PATH) {
             None => CacheSetting::Default,
             Some(v) if v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("false") => CacheSetting::Off,
-            Some(_) => CacheSetting::Path(self.path("KL_CACHE_PATH", env).unwrap_or_default()),
+            Some(_) => CacheSetting::Path(self.path(&keys::CACHE_PATH, env)?.unwrap_or_default()),
         };
-        const DAY: u64 = 86_400;
         Ok(Config {
             credentials,
             cert_path,
             ca_cert_path,
             api_url,
-            timeout: Duration::from_secs(self.number("KL_TIMEOUT_SECS", 30, 1, 3600)?),
-            concurrency: self.number("KL_CONCURRENCY", 8, 1, 256)?,
+            timeout: self.seconds(&keys::TIMEOUT)?,
+            concurrency: self.number(&keys::CONCURRENCY)? as usize,
+            retries: self.number(&keys::RETRIES)? as u32,
+            deadline: self.seconds(&keys::DEADLINE)?,
+            drain: self.seconds(&keys::DRAIN)?,
+            lookup_private_ips: self.boolean(&keys::LOOKUP_PRIVATE_IPS)?,
+            records_count: self.optional_number(&keys::RECORDS_COUNT)?.map(|n| n as u32),
+            max_response_bytes: self.number(&keys::MAX_RESPONSE_BYTES)?,
+            memo_bytes: self.number(&keys::MEMO_BYTES)?,
             cache,
-            cache_ttl: Duration::from_secs(self.number("KL_CACHE_TTL_SECS", 7 * DAY, 0, 365 * DAY)?),
-            cache_grey_ttl: Duration::from_secs(self.number("KL_CACHE_GREY_TTL_SECS", DAY, 0, 365 * DAY)?),
-            lookup_private_ips: self.boolean("KL_LOOKUP_PRIVATE_IPS", false)?,
-            records_count: match self.get("KL_RECORDS_COUNT") {
-                None => None,
-                Some(_) => Some(self.number("KL_RECORDS_COUNT", 0, 1, 1_000_000)?),
-            },
-            retries: self.number("KL_RETRIES", 3, 1, 20)?,
-            deadline: Duration::from_secs(self.number("KL_DEADLINE_SECS", 300, 1, 86_400)?),
-            max_response_bytes: self.number("KL_MAX_RESPONSE_BYTES", 16 << 20, 1024, 1 << 30)?,
+            cache_ttl: self.seconds(&keys::CACHE_TTL)?,
+            cache_grey_ttl: self.seconds(&keys::CACHE_GREY_TTL)?,
             base_dir: self.base_dir,
         })
     }
 }
 
-/// `https://` anywhere; `http://` only to a loopback host.
+/// `text` with any `user:password@` part of a URL replaced, for messages.
+pub fn redact_userinfo(text: &str) -> String {
+    let Some(scheme_end) = text.find("://").map(|i| i + 3) else { return text.to_owned() };
+    let rest = &text[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}[redacted]@{}", &text[..scheme_end], &rest[at + 1..]),
+        None => text.to_owned(),
+    }
+}
+
+/// `https://` anywhere; `http://` only to a loopback host. No credentials,
+/// query or fragment: the request paths are appended to this URL.
 fn check_url(text: &str) -> Result<Url, ConfigError> {
-    const KEY: &str = "KASPERSKY_API_URL";
-    let url = Url::parse(text).map_err(|e| ConfigError::new(KEY, format!("not a valid URL ({e}): {text:?}")))?;
+    let key = keys::API_URL.name;
+    let shown = redact_userinfo(text);
+    let url = Url::parse(text).map_err(|e| ConfigError::new(key, format!("not a valid URL ({e}): {shown:?}")))?;
     if url.cannot_be_a_base() || url.host_str().is_none() {
-        return Err(ConfigError::new(KEY, format!("not a usable base URL: {text:?}")));
+        return Err(ConfigError::new(key, format!("not a usable base URL: {shown:?}")));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(ConfigError::new(
-            KEY,
-            "must not carry credentials; use KASPERSKY_API_USERNAME and KASPERSKY_API_PASSWORD",
+            key,
+            format!(
+                "must not carry credentials; use {} and {}, or {}",
+                keys::USERNAME.name,
+                keys::PASSWORD.name,
+                keys::TOKEN.name
+            ),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(
+            key,
+            format!("must not have a query (`?…`) or fragment (`#…`): lookups are appended to its path: {shown:?}"),
         ));
     }
     match url.scheme() {
         "https" => Ok(url),
         "http" if is_loopback(&url) => Ok(url),
         "http" => Err(ConfigError::new(
-            KEY,
+            key,
             format!(
                 "plain http is refused for {:?}: use https (http is accepted only for loopback hosts such as 127.0.0.1, ::1 and localhost)",
                 url.host_str().unwrap_or_default()
             ),
         )),
-        other => Err(ConfigError::new(KEY, format!("unsupported scheme {other:?}; use https"))),
+        other => Err(ConfigError::new(key, format!("unsupported scheme {other:?}; use https"))),
     }
 }
 
@@ -438,6 +498,20 @@ mod tests {
             ),
             ("lookup_plugin:\n  KASPERSKY_API_USERNAME: <Add_your_api_username_here>\n", "KASPERSKY_API_USERNAME"),
             ("lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n  KL_LOOKUP_PRIVATE_IPS: maybe\n", "KL_LOOKUP_PRIVATE_IPS"),
+            (
+                "lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n  KASPERSKY_API_URL: https://tip.example/api?x=1\n",
+                "KASPERSKY_API_URL",
+            ),
+            (
+                "lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n  KASPERSKY_API_URL: https://tip.example/api#top\n",
+                "KASPERSKY_API_URL",
+            ),
+            (
+                "lookup_plugin:\n  KASPERSKY_API_USERNAME: dom:user\n  KASPERSKY_API_PASSWORD: p\n  KASPERSKY_API_CERT_PATH: /x.pem\n",
+                "KASPERSKY_API_USERNAME",
+            ),
+            ("lookup_plugin:\n  KASPERSKY_API_TOKEN: \"abc\\u0007def\"\n", "KASPERSKY_API_TOKEN"),
+            ("lookup_plugin:\n  KASPERSKY_API_TOKEN: \"abc\\ndef\"\n", "KASPERSKY_API_TOKEN"),
         ];
         for (yaml, key) in cases {
             let e = load(yaml).unwrap_err();
@@ -446,6 +520,61 @@ mod tests {
         assert!(load("lookup_plugin: {}\n").unwrap_err().to_string().contains("no credentials"));
         assert!(load("other: 1\n").unwrap_err().to_string().contains("other"));
         assert!(load(": : :\n  - [").is_err());
+    }
+
+    #[test]
+    fn an_empty_environment_variable_counts_as_unset() {
+        let c =
+            Config::from_parts(Some("lookup_plugin:\n  KASPERSKY_API_TOKEN: abc\n  KL_CONCURRENCY: 4\n"), None, |k| {
+                (k == "KL_CONCURRENCY" || k == "KASPERSKY_API_TOKEN").then(|| " ".to_owned())
+            })
+            .unwrap();
+        assert_eq!(c.concurrency, 4);
+        assert_eq!(c.credentials, Credentials::Token(Secret::new("abc")));
+    }
+
+    #[test]
+    fn a_directory_where_a_file_belongs_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let e =
+            load(&format!("lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n  KASPERSKY_CA_CERT_PATH: {d}\n")).unwrap_err();
+        assert_eq!(e.key, Some("KASPERSKY_CA_CERT_PATH"));
+        assert!(e.message.contains("is a directory"), "{e}");
+        let e = Config::load_with_env(Some(dir.path()), no_env).unwrap_err();
+        assert!(e.message.contains("is a directory"), "{e}");
+    }
+
+    #[test]
+    fn a_token_needs_no_certificate_and_wins_over_basic() {
+        let c = load("lookup_plugin:\n  KASPERSKY_API_TOKEN: abc\n").unwrap();
+        assert_eq!(c.cert_path, None);
+        let c = load(
+            "lookup_plugin:\n  KASPERSKY_API_TOKEN: abc\n  KASPERSKY_API_USERNAME: u\n  KASPERSKY_API_PASSWORD: p\n  KASPERSKY_API_CERT_PATH: /nonexistent.pem\n",
+        )
+        .unwrap();
+        assert_eq!(c.credentials, Credentials::Token(Secret::new("abc")));
+        assert_eq!(c.cert_path, None);
+    }
+
+    #[test]
+    fn a_malformed_url_never_echoes_its_credentials() {
+        for url in [
+            "https://admin:S3cret@tip example/api",
+            "https://admin:S3cret@[::1/api",
+            "https://admin:S3cret@tip.example/api",
+        ] {
+            let e = Config::from_parts(None, None, |k| match k {
+                "KASPERSKY_API_URL" => Some(url.to_owned()),
+                "KASPERSKY_API_TOKEN" => Some("t".to_owned()),
+                _ => None,
+            })
+            .unwrap_err();
+            assert!(!e.to_string().contains("S3cret"), "{e}");
+            assert_eq!(e.key, Some("KASPERSKY_API_URL"));
+        }
+        assert_eq!(redact_userinfo("https://a:b@h/p@q"), "https://[redacted]@h/p@q");
+        assert_eq!(redact_userinfo("https://h/p@q"), "https://h/p@q");
     }
 
     #[test]

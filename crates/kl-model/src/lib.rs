@@ -10,6 +10,7 @@
 
 mod function;
 mod indicator;
+pub mod keys;
 mod outcome;
 mod zone;
 

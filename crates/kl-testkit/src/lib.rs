@@ -18,16 +18,11 @@ use tokio::net::{TcpListener, TcpStream};
 pub mod fuzz;
 
 /// Environment variables a test clears before running a kl binary, so the
-/// developer's own settings cannot leak in.
-pub const ENV_TO_CLEAR: &[&str] = &[
-    "RUST_LOG",
-    "KL_CONFIG",
-    "KASPERSKY_API_TOKEN",
-    "KASPERSKY_API_URL",
-    "KASPERSKY_API_USERNAME",
-    "KASPERSKY_API_PASSWORD",
-    "KASPERSKY_API_CERT_PATH",
-];
+/// developer's own settings cannot leak in: every config key, and the
+/// other variables kl reads.
+pub fn env_to_clear() -> impl Iterator<Item = &'static str> {
+    kl_model::keys::ALL.iter().map(|k| k.name).chain(kl_model::keys::OTHER_ENV.iter().copied())
+}
 
 /// A kl binary as tests run it: pipes for all three streams, and the
 /// developer's own kl settings cleared from the environment.
@@ -37,7 +32,7 @@ pub fn command(binary: &str, args: &[&str]) -> tokio::process::Command {
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    for key in ENV_TO_CLEAR {
+    for key in env_to_clear() {
         cmd.env_remove(key);
     }
     cmd
