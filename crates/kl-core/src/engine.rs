@@ -1,25 +1,31 @@
-//! The lookup engine: one request per distinct indicator, bounded
-//! concurrency, retries with backoff, a stop on fatal statuses, and a
-//! deadline.
+//! The lookup engine: the only caller of a backend.
 //!
-//! Adapters hand the engine raw indicator values and get one [`Outcome`] per
-//! value back. The engine is the only place that decides whether a request is
-//! sent, so quota rules hold for every adapter and every backend.
+//! For every raw indicator an adapter hands it, the engine validates it,
+//! applies the privacy policy, and answers from, in turn:
+//!
+//! 1. the memo (answers this process already has, within their lifetime);
+//! 2. a lookup of the same indicator already in flight (joined, not repeated);
+//! 3. the persistent store;
+//! 4. the backend, with bounded concurrency, retries with backoff, and a
+//!    stop for the whole run after a fatal answer (401, 403).
+//!
+//! Each of those is counted apart ([`Stats`]). A deadline (the run's, or a
+//! shutdown's drain) bounds how long a caller waits.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::{OnceCell, Semaphore};
+use kl_model::{Answer, Function, Indicator, Outcome, Policy};
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
-use kl_model::{Answer, Function, Indicator, Outcome};
-
-use crate::backend::{Backend, FailureKind};
-use crate::cache::Cache;
+use crate::backend::{Backend, BackendInfo, FailureKind, Fetched, License};
 use crate::config::Config;
 use crate::error::Error;
+use crate::memo::{Key, Memo};
+use crate::store::{self, Store};
 
 /// Tuning of the engine. [`EngineOptions::from_config`] gives the configured values.
 #[derive(Debug, Clone)]
@@ -28,8 +34,8 @@ pub struct EngineOptions {
     pub concurrency: usize,
     /// Tries in all for a transient failure (1 = no retry).
     pub tries: u32,
-    /// Send private and reserved IPv4 addresses too.
-    pub lookup_private_ips: bool,
+    /// What may be sent.
+    pub policy: Policy,
     /// First backoff delay; doubled per try, with jitter.
     pub backoff_base: Duration,
     /// Longest backoff delay.
@@ -39,10 +45,14 @@ pub struct EngineOptions {
     /// Time allowed for the whole run, counted from the engine's creation.
     /// Lookups still unanswered then fail. `None`: no run deadline.
     pub deadline: Option<Duration>,
-    /// Finished lookups remembered for reuse, at most (bounds memory on streams).
-    pub memo_limit: usize,
+    /// The memo's budget in bytes (0: no memo).
+    pub memo_bytes: u64,
+    /// How long an answer with data is reused.
+    pub ttl: Duration,
+    /// How long a "no data" answer is reused.
+    pub grey_ttl: Duration,
     /// The persistent cache, if any.
-    pub cache: Option<Arc<Cache>>,
+    pub store: Option<Arc<dyn Store>>,
     /// The spacing of the first `concurrency` requests of a run, so that a
     /// burst of new connections does not overflow a small server's listen
     /// backlog (a dropped SYN costs a one-second retransmit).
@@ -54,54 +64,67 @@ impl Default for EngineOptions {
         EngineOptions {
             concurrency: 8,
             tries: 3,
-            lookup_private_ips: false,
+            policy: Policy::default(),
             backoff_base: Duration::from_millis(500),
             backoff_cap: Duration::from_secs(8),
             retry_after_cap: Duration::from_secs(60),
             deadline: None,
-            memo_limit: 100_000,
-            cache: None,
+            memo_bytes: 32 << 20,
+            ttl: Duration::from_secs(7 * 86_400),
+            grey_ttl: Duration::from_secs(86_400),
+            store: None,
             ramp_step: Duration::from_millis(2),
         }
     }
 }
 
 impl EngineOptions {
+    /// The configured values; no store and no run deadline (the adapter
+    /// decides both).
     pub fn from_config(c: &Config) -> EngineOptions {
         EngineOptions {
             concurrency: c.concurrency,
             tries: c.retries,
-            lookup_private_ips: c.lookup_private_ips,
-            deadline: Some(c.deadline),
+            policy: Policy { lookup_private_ips: c.lookup_private_ips },
+            memo_bytes: c.memo_bytes,
+            ttl: c.cache_ttl,
+            grey_ttl: c.cache_grey_ttl,
             ..EngineOptions::default()
         }
     }
 }
 
-/// Counters of one run.
+/// Counters of one run. Every lookup of a valid, sendable indicator is
+/// answered by exactly one of `requests` (first tries), `cache_hits` or
+/// `reused`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Requests sent to the backend, retries included.
     pub requests: u64,
-    /// Lookups answered from an earlier lookup of the same indicator in this run.
-    pub reused: u64,
-    /// Retries after transient failures.
+    /// Retries after transient failures (part of `requests`).
     pub retries: u64,
-    /// Lookups that ended in a failure (invalid indicators included).
-    pub errors: u64,
-    /// Lookups skipped by policy.
-    pub skipped: u64,
     /// Lookups answered from the persistent cache.
     pub cache_hits: u64,
+    /// Lookups answered in this run without a request or a cache read: from
+    /// the memo, or by joining the same lookup already in flight.
+    pub reused: u64,
+    /// Lookups that ended in a failure (invalid indicators included).
+    pub errors: u64,
+    /// Lookups withheld by policy.
+    pub skipped: u64,
     /// The day's quota use as the last fresh answer gave it: (requests, quota).
     pub quota: Option<(u64, u64)>,
     /// The most requests that were in flight at once.
     pub max_in_flight: u64,
 }
 
-type Key = (Function, Indicator);
+/// A lookup the engine cannot answer at once; [`Engine::wait`] finishes it.
+#[derive(Debug)]
+pub struct Pending {
+    key: Key,
+}
 
-/// The lookup engine. Clones share everything (counters, in-flight lookups).
+/// The lookup engine. Clones share everything (counters, memo, lookups in flight).
 #[derive(Debug, Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
@@ -110,246 +133,329 @@ pub struct Engine {
 #[derive(Debug)]
 struct Inner {
     backend: Arc<dyn Backend>,
+    scope: String,
     opts: EngineOptions,
+    /// Requests in flight, at most `concurrency`.
     permits: Semaphore,
     /// The reason the run stopped (401/403), once it has.
     fatal: OnceLock<String>,
-    memo: Mutex<HashMap<Key, Arc<OnceCell<Outcome>>>>,
-    deadline: Option<Instant>,
+    memo: Memo,
+    /// Lookups in flight, so a second asker joins the first. An entry lives
+    /// from the first ask until its answer is in the memo (or it failed).
+    /// A std mutex: held for a map operation, never across an await.
+    in_flight: Mutex<HashMap<Key, watch::Receiver<Option<Outcome>>>>,
+    /// When waiting stops, and the error then given; `None`: no deadline.
+    deadline: watch::Sender<Option<(Instant, Arc<str>)>>,
+    license: Mutex<Option<License>>,
+    quota_warned: AtomicBool,
+    counters: Counters,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
     requests: AtomicU64,
-    reused: AtomicU64,
     retries: AtomicU64,
+    cache_hits: AtomicU64,
+    reused: AtomicU64,
     errors: AtomicU64,
     skipped: AtomicU64,
-    cache_hits: AtomicU64,
-    quota: Mutex<Option<(u64, u64)>>,
-    quota_warned: std::sync::atomic::AtomicBool,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     /// Requests started, for the ramp-up.
-    ramp: AtomicUsize,
+    started: AtomicUsize,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Engine {
     pub fn new(backend: Arc<dyn Backend>, opts: EngineOptions) -> Engine {
-        let deadline = opts.deadline.map(|d| Instant::now() + d);
+        let deadline = opts
+            .deadline
+            .map(|d| (Instant::now() + d, Arc::from(format!("run deadline of {}s exceeded", d.as_secs()).as_str())));
         Engine {
             inner: Arc::new(Inner {
+                scope: backend.cache_scope(),
                 backend,
                 permits: Semaphore::new(opts.concurrency.max(1)),
-                opts,
                 fatal: OnceLock::new(),
-                memo: Mutex::new(HashMap::new()),
-                deadline,
-                requests: AtomicU64::new(0),
-                reused: AtomicU64::new(0),
-                retries: AtomicU64::new(0),
-                errors: AtomicU64::new(0),
-                skipped: AtomicU64::new(0),
-                cache_hits: AtomicU64::new(0),
-                quota: Mutex::new(None),
-                quota_warned: std::sync::atomic::AtomicBool::new(false),
-                in_flight: AtomicUsize::new(0),
-                max_in_flight: AtomicUsize::new(0),
-                ramp: AtomicUsize::new(0),
+                memo: Memo::new(opts.memo_bytes),
+                in_flight: Mutex::default(),
+                deadline: watch::Sender::new(deadline),
+                license: Mutex::default(),
+                quota_warned: AtomicBool::new(false),
+                counters: Counters::default(),
+                opts,
             }),
         }
     }
 
     /// The counters so far.
     pub fn stats(&self) -> Stats {
-        let i = &self.inner;
+        let c = &self.inner.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Stats {
-            requests: i.requests.load(Ordering::Relaxed),
-            reused: i.reused.load(Ordering::Relaxed),
-            retries: i.retries.load(Ordering::Relaxed),
-            errors: i.errors.load(Ordering::Relaxed),
-            skipped: i.skipped.load(Ordering::Relaxed),
-            cache_hits: i.cache_hits.load(Ordering::Relaxed),
-            quota: *i.quota.lock().unwrap_or_else(|p| p.into_inner()),
-            max_in_flight: i.max_in_flight.load(Ordering::Relaxed) as u64,
+            requests: load(&c.requests),
+            retries: load(&c.retries),
+            cache_hits: load(&c.cache_hits),
+            reused: load(&c.reused),
+            errors: load(&c.errors),
+            skipped: load(&c.skipped),
+            quota: self.license().and_then(|l| l.quota()),
+            max_in_flight: c.max_in_flight.load(Ordering::Relaxed) as u64,
         }
     }
 
-    /// Looks up every value of a batch; the result is aligned with `raws`.
-    ///
-    /// Each distinct (function, normalised indicator) is fetched once, the
-    /// distinct lookups running concurrently up to the configured limit.
-    pub async fn lookup_batch(&self, function: Function, raws: &[&str]) -> Vec<Outcome> {
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut slots: HashMap<&str, usize> = HashMap::new();
-        let mut order = Vec::with_capacity(raws.len());
-        for raw in raws {
-            let next = slots.len();
-            let slot = *slots.entry(raw).or_insert_with(|| {
-                let engine = self.clone();
-                let raw = raw.to_string();
-                tasks.spawn(async move { (next, engine.lookup(function, &raw).await) });
-                next
-            });
-            order.push(slot);
-        }
-        let mut results: Vec<Option<Outcome>> = vec![None; slots.len()];
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok((slot, outcome)) => results[slot] = Some(outcome),
-                Err(e) => tracing::error!("a lookup task failed: {e}"),
+    /// The account figures of the last fresh answer that carried them.
+    pub fn license(&self) -> Option<License> {
+        self.inner.license.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The backend's name, endpoint and authentication.
+    pub fn backend_info(&self) -> BackendInfo {
+        self.inner.backend.info()
+    }
+
+    /// Whether the backend can answer `function`; the reason when not.
+    pub fn supports(&self, function: Function) -> Result<(), String> {
+        self.inner.backend.supports(function)
+    }
+
+    /// The reason the run stopped sending (a 401 or 403), once it has.
+    pub fn fatal(&self) -> Option<&str> {
+        self.inner.fatal.get().map(String::as_str)
+    }
+
+    /// Answers held in memory, and the bytes they are weighed at.
+    pub fn memo_usage(&self) -> (u64, u64) {
+        self.inner.memo.usage()
+    }
+
+    /// Stops waiting `after` from now (unless a deadline comes sooner):
+    /// lookups still open then end with `reason`. For a shutdown's drain.
+    pub fn set_deadline(&self, after: Duration, reason: &str) {
+        let at = Instant::now() + after;
+        self.inner.deadline.send_if_modified(|d| match d {
+            Some((current, _)) if *current <= at => false,
+            _ => {
+                *d = Some((at, Arc::from(reason)));
+                true
             }
-        }
-        self.flush();
-        order
-            .into_iter()
-            .map(|slot| results[slot].clone().unwrap_or_else(|| Outcome::Failed("internal error".to_owned())))
-            .collect()
+        });
     }
 
-    /// Writes answers the cache still holds in memory. Called at the end of
-    /// a batch; streams call it when they end.
-    pub fn flush(&self) {
-        if let Some(cache) = &self.inner.opts.cache {
-            cache.flush();
-        }
-    }
-
-    /// Looks up one raw value: validate, apply policy, then fetch once.
-    ///
-    /// Concurrent callers asking for the same indicator share one request.
+    /// Looks up one raw value.
     pub async fn lookup(&self, function: Function, raw: &str) -> Outcome {
-        let inner = &self.inner;
+        match self.lookup_now(function, raw) {
+            Ok(outcome) => outcome,
+            Err(pending) => self.wait(pending).await,
+        }
+    }
+
+    /// Whatever can be answered without waiting: an invalid or withheld
+    /// indicator, or an answer in the memo. Anything else is [`Pending`].
+    pub fn lookup_now(&self, function: Function, raw: &str) -> Result<Outcome, Pending> {
+        let c = &self.inner.counters;
         let indicator = match Indicator::parse(function.object(), raw) {
             Ok(i) => i,
             Err(e) => {
-                inner.errors.fetch_add(1, Ordering::Relaxed);
-                return Outcome::Failed(e.to_string());
+                Counters::bump(&c.errors);
+                return Ok(Outcome::Failed(e.to_string()));
             }
         };
-        if indicator.is_private_or_reserved() && !inner.opts.lookup_private_ips {
-            inner.skipped.fetch_add(1, Ordering::Relaxed);
-            return Outcome::Skipped("private or reserved address".to_owned());
+        if let Some(reason) = indicator.withheld(&self.inner.opts.policy) {
+            Counters::bump(&c.skipped);
+            return Ok(Outcome::Skipped(reason.to_owned()));
         }
-        let cell = {
-            let mut memo = inner.memo.lock().unwrap_or_else(|p| p.into_inner());
-            if memo.len() >= inner.opts.memo_limit {
-                memo.retain(|_, cell| !cell.initialized());
+        let key = (function, indicator);
+        match self.inner.memo.get(&key) {
+            Some(outcome) => {
+                Counters::bump(&c.reused);
+                Ok(outcome)
             }
-            memo.entry((function, indicator.clone())).or_default().clone()
-        };
-        let mut ran = false;
-        let outcome = cell
-            .get_or_init(|| {
-                ran = true;
-                self.fetch(function, &indicator)
-            })
-            .await
-            .clone();
-        if !ran {
-            inner.reused.fetch_add(1, Ordering::Relaxed);
+            None => Err(Pending { key }),
         }
-        outcome
     }
 
-    async fn fetch(&self, function: Function, indicator: &Indicator) -> Outcome {
-        if let Some(cache) = &self.inner.opts.cache {
-            if let Some(answer) = cache.get(function, indicator) {
-                self.inner.cache_hits.fetch_add(1, Ordering::Relaxed);
-                return outcome_of(answer);
+    /// Finishes a lookup: joins the same lookup in flight, or starts one.
+    /// The lookup itself runs on a task of its own, so an asker that gives
+    /// up (a client gone) does not waste the request: its answer is still
+    /// stored for the next asker.
+    pub async fn wait(&self, pending: Pending) -> Outcome {
+        let mut rx = match self.join_or_start(pending.key) {
+            Ok(outcome) => return outcome,
+            Err(rx) => rx,
+        };
+        let answered = async {
+            match rx.wait_for(Option::is_some).await {
+                Ok(v) => v.clone().unwrap_or_else(|| Outcome::Failed("internal error".to_owned())),
+                Err(_) => Outcome::Failed("internal error: the lookup task ended without an answer".to_owned()),
             }
-        }
-        let fut = self.fetch_with_retries(function, indicator);
-        let outcome = match self.inner.deadline {
-            Some(at) => match tokio::time::timeout_at(at, fut).await {
-                Ok(o) => o,
-                Err(_) => Outcome::Failed(format!(
-                    "run deadline of {}s exceeded",
-                    self.inner.opts.deadline.unwrap_or_default().as_secs()
-                )),
-            },
-            None => fut.await,
+        };
+        let outcome = tokio::select! {
+            outcome = answered => outcome,
+            reason = self.deadline_passed() => Outcome::Failed(reason.to_string()),
         };
         if matches!(outcome, Outcome::Failed(_)) {
-            self.inner.errors.fetch_add(1, Ordering::Relaxed);
+            Counters::bump(&self.inner.counters.errors);
         }
         outcome
     }
 
-    async fn fetch_with_retries(&self, function: Function, indicator: &Indicator) -> Outcome {
+    /// A receiver for the lookup of `key` in flight, joined or started
+    /// here; or the answer, when it reached the memo meanwhile.
+    fn join_or_start(&self, key: Key) -> Result<Outcome, watch::Receiver<Option<Outcome>>> {
         let inner = &self.inner;
-        let tries = inner.opts.tries.max(1);
-        let mut attempt = 1;
+        let mut in_flight = inner.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rx) = in_flight.get(&key) {
+            Counters::bump(&inner.counters.reused);
+            return Err(rx.clone());
+        }
+        // A lookup that ended between `lookup_now` and here left its answer
+        // in the memo before it left this map.
+        if let Some(outcome) = inner.memo.get(&key) {
+            Counters::bump(&inner.counters.reused);
+            return Ok(outcome);
+        }
+        let (tx, rx) = watch::channel(None);
+        in_flight.insert(key.clone(), rx.clone());
+        drop(in_flight);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let outcome = engine.resolve(&key).await;
+            engine.inner.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+            let _ = tx.send(Some(outcome));
+        });
+        Err(rx)
+    }
+
+    /// Resolves when the deadline passes, with its reason; never, without one.
+    async fn deadline_passed(&self) -> Arc<str> {
+        let mut rx = self.inner.deadline.subscribe();
         loop {
-            let result = {
-                let _permit = match inner.permits.acquire().await {
-                    Ok(p) => p,
-                    Err(_) => return Outcome::Failed("engine closed".to_owned()),
-                };
-                if let Some(reason) = inner.fatal.get() {
-                    return Outcome::Failed(format!("not sent: {reason} earlier in this run"));
-                }
-                // Ramp up (see `EngineOptions::ramp_step`).
-                let n = inner.ramp.fetch_add(1, Ordering::Relaxed);
-                if n < inner.opts.concurrency && !inner.opts.ramp_step.is_zero() {
-                    tokio::time::sleep(inner.opts.ramp_step * n as u32).await;
-                }
-                let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                inner.max_in_flight.fetch_max(now, Ordering::SeqCst);
-                inner.requests.fetch_add(1, Ordering::Relaxed);
-                let r = inner.backend.fetch(function, indicator).await;
-                inner.in_flight.fetch_sub(1, Ordering::SeqCst);
-                // Record a fatal answer before the slot is released, so no
-                // request waiting for that slot goes out after it.
-                if let Err(e) = &r {
-                    if e.kind() == FailureKind::Fatal && inner.fatal.set(e.to_string()).is_ok() {
-                        tracing::error!("{e}: no further requests in this run");
+            let current = rx.borrow_and_update().clone();
+            match current {
+                Some((at, reason)) => tokio::select! {
+                    () = tokio::time::sleep_until(at) => return reason,
+                    changed = rx.changed() => if changed.is_err() { return reason },
+                },
+                None => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
                     }
-                }
-                r
-            };
-            let err = match result {
-                Ok(answer) => {
-                    if let Answer::Data(v) = &answer {
-                        self.note_quota(v);
-                    }
-                    if let Some(cache) = &inner.opts.cache {
-                        cache.put(function, indicator, &answer);
-                    }
-                    return outcome_of(answer);
-                }
-                Err(e) => e,
-            };
-            match err.kind() {
-                FailureKind::Fatal => return Outcome::Failed(err.to_string()),
-                FailureKind::Permanent => return Outcome::Failed(err.to_string()),
-                FailureKind::Transient if attempt >= tries => {
-                    return Outcome::Failed(final_message(&err, tries));
-                }
-                FailureKind::Transient => {
-                    let delay = self.backoff(attempt, &err);
-                    tracing::debug!(
-                        function = function.name(),
-                        indicator = indicator.as_str(),
-                        attempt,
-                        "transient failure ({err}); next try in {delay:?}"
-                    );
-                    inner.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
                 }
             }
         }
     }
 
-    /// Records `LicenseInfo` from a fresh answer; warns once at 90% of the day's quota.
-    fn note_quota(&self, answer: &serde_json::Value) {
-        let info = &answer["LicenseInfo"];
-        let number = |v: &serde_json::Value| v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
-        let (Some(used), Some(quota)) = (number(&info["DayRequests"]), number(&info["DayQuota"])) else { return };
-        *self.inner.quota.lock().unwrap_or_else(|p| p.into_inner()) = Some((used, quota));
-        if quota > 0
-            && used.saturating_mul(10) >= quota.saturating_mul(9)
-            && !self.inner.quota_warned.swap(true, Ordering::Relaxed)
-        {
-            tracing::warn!("{used} of the day's {quota} TIP requests are used (90% or more)");
+    /// The persistent store, then the backend; an answer goes to the memo
+    /// and the store.
+    async fn resolve(&self, key: &Key) -> Outcome {
+        let inner = &self.inner;
+        let (function, indicator) = key;
+        let store_key = inner.opts.store.as_ref().map(|_| store::key(&inner.scope, *function, indicator));
+        if let (Some(store), Some(k)) = (&inner.opts.store, &store_key) {
+            if let Some(answer) = store.get(k).await {
+                Counters::bump(&inner.counters.cache_hits);
+                let ttl = self.ttl_of(&answer);
+                let outcome = Outcome::from(answer);
+                inner.memo.insert(key.clone(), &outcome, ttl);
+                return outcome;
+            }
         }
+        match self.fetch_with_retries(*function, indicator).await {
+            Ok(fetched) => {
+                if let Some(license) = fetched.license {
+                    self.note_license(license);
+                }
+                let ttl = self.ttl_of(&fetched.answer);
+                if let (Some(store), Some(k)) = (&inner.opts.store, &store_key) {
+                    store.put(k, &fetched.answer, ttl);
+                }
+                let outcome = Outcome::from(fetched.answer);
+                inner.memo.insert(key.clone(), &outcome, ttl);
+                outcome
+            }
+            Err(reason) => Outcome::Failed(reason),
+        }
+    }
+
+    /// Data lives for the data lifetime; "no data" for the Grey one.
+    fn ttl_of(&self, answer: &Answer) -> Duration {
+        if answer.has_data() { self.inner.opts.ttl } else { self.inner.opts.grey_ttl }
+    }
+
+    /// Sends until an answer, a permanent or fatal failure, or the last try.
+    async fn fetch_with_retries(&self, function: Function, indicator: &Indicator) -> Result<Fetched, String> {
+        let tries = self.inner.opts.tries.max(1);
+        let mut attempt = 1;
+        loop {
+            let err = match self.send_once(function, indicator).await {
+                Ok(fetched) => return Ok(fetched),
+                Err(SendError::NotSent(reason)) => return Err(reason),
+                Err(SendError::Failed(e)) => e,
+            };
+            if err.kind() != FailureKind::Transient {
+                return Err(err.to_string());
+            }
+            if attempt >= tries {
+                return Err(final_message(&err, tries));
+            }
+            let delay = self.backoff(attempt, &err);
+            tracing::debug!(
+                function = function.name(),
+                indicator = indicator.as_str(),
+                attempt,
+                "transient failure ({err}); next try in {delay:?}"
+            );
+            Counters::bump(&self.inner.counters.retries);
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// One request, within the concurrency limit.
+    async fn send_once(&self, function: Function, indicator: &Indicator) -> Result<Fetched, SendError> {
+        let inner = &self.inner;
+        let c = &inner.counters;
+        let _permit = inner.permits.acquire().await.map_err(|_| SendError::NotSent("engine closed".to_owned()))?;
+        if let Some(reason) = inner.fatal.get() {
+            return Err(SendError::NotSent(format!("not sent: {reason} earlier in this run")));
+        }
+        // Ramp up (see `EngineOptions::ramp_step`).
+        let n = c.started.fetch_add(1, Ordering::Relaxed);
+        if n < inner.opts.concurrency && !inner.opts.ramp_step.is_zero() {
+            tokio::time::sleep(inner.opts.ramp_step * n as u32).await;
+        }
+        let now = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        c.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        Counters::bump(&c.requests);
+        let result = inner.backend.fetch(function, indicator).await;
+        c.in_flight.fetch_sub(1, Ordering::SeqCst);
+        // Record a fatal answer before the slot is released, so no request
+        // waiting for that slot goes out after it.
+        if let Err(e) = &result {
+            if e.kind() == FailureKind::Fatal && inner.fatal.set(e.to_string()).is_ok() {
+                tracing::error!("{e}: no further requests in this run");
+            }
+        }
+        result.map_err(SendError::Failed)
+    }
+
+    /// Keeps the account figures; warns once at 90% of the day's quota.
+    fn note_license(&self, license: License) {
+        if let Some((used, quota)) = license.quota() {
+            if quota > 0
+                && used.saturating_mul(10) >= quota.saturating_mul(9)
+                && !self.inner.quota_warned.swap(true, Ordering::Relaxed)
+            {
+                tracing::warn!("{used} of the day's {quota} requests are used (90% or more)");
+            }
+        }
+        *self.inner.license.lock().unwrap_or_else(|p| p.into_inner()) = Some(license);
     }
 
     /// Exponential backoff with jitter and a cap; a `Retry-After` wins, up to its cap.
@@ -361,10 +467,45 @@ impl Engine {
         let exp = o.backoff_base.saturating_mul(1 << (attempt - 1).min(16)).min(o.backoff_cap);
         exp.mul_f64(0.5 + fastrand::f64() * 0.5)
     }
+
+    /// Looks up every value; the result is aligned with `raws`. Values the
+    /// memo cannot answer at once are looked up concurrently, one lookup
+    /// per distinct indicator.
+    pub async fn lookup_all(&self, function: Function, raws: &[&str]) -> Vec<Outcome> {
+        let mut out: Vec<Option<Outcome>> = Vec::with_capacity(raws.len());
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, raw) in raws.iter().enumerate() {
+            match self.lookup_now(function, raw) {
+                Ok(outcome) => out.push(Some(outcome)),
+                Err(pending) => {
+                    out.push(None);
+                    let engine = self.clone();
+                    tasks.spawn(async move { (i, engine.wait(pending).await) });
+                }
+            }
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((i, outcome)) => out[i] = Some(outcome),
+                Err(e) => tracing::error!("a lookup task failed: {e}"),
+            }
+        }
+        out.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Failed("internal error".to_owned()))).collect()
+    }
+
+    /// Waits until every answer received is in the persistent store.
+    pub async fn flush(&self) {
+        if let Some(store) = &self.inner.opts.store {
+            store.flush().await;
+        }
+    }
 }
 
-fn outcome_of(answer: Answer) -> Outcome {
-    Outcome::from(answer)
+enum SendError {
+    /// Not sent at all (the run stopped); the reason.
+    NotSent(String),
+    /// Sent, and failed.
+    Failed(Error),
 }
 
 fn final_message(err: &Error, tries: u32) -> String {

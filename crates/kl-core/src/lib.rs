@@ -1,31 +1,28 @@
-//! The Kaspersky Threat Intelligence Portal side of kl.
+//! The lookup side of kl: configuration, backends, the engine and the
+//! persistent cache.
 //!
-//! This crate knows how to turn a raw indicator taken from an event into a
-//! validated [`Indicator`], how to ask the TIP API (or a directory of recorded
-//! answers) about it, and how to do that for a whole batch without spending
-//! quota twice on the same object ([`Engine`]).
+//! This crate turns a raw indicator taken from an event into an
+//! [`Outcome`], asking a [`Backend`] (the TIP API, or a folder of recorded
+//! answers) at most once per distinct indicator, through the [`Engine`].
 //!
 //! It never knows about `$KL` field names: mapping an answer to fields is
 //! `kl-schema`'s job, and reading or writing events is the adapters' job.
 //! Credentials never leave this crate in printable form: every type holding
-//! one redacts it in `Debug` and `Display`.
+//! one redacts it in `Debug` and `Display`, and only the backends that send
+//! them can read them.
 
-mod backend;
-mod cache;
+pub mod backend;
 mod config;
 mod engine;
 mod error;
-mod http;
-mod replay;
+mod memo;
 mod secret;
+pub mod store;
 mod tls;
 
-pub use backend::{Backend, FailureKind, LookupFailure};
-pub use cache::{CACHE_FILE, Cache, xdg_cache_dir};
-pub use config::{CacheSetting, Config, ConfigError, Credentials, DEFAULT_API_URL};
-pub use engine::{Engine, EngineOptions, Stats};
+pub use backend::{Backend, BackendInfo, FailureKind, Fetched, License, LookupFailure};
+pub use config::{CacheSetting, Config, ConfigError, Credentials, DEFAULT_API_URL, redact_userinfo};
+pub use engine::{Engine, EngineOptions, Pending, Stats};
 pub use error::Error;
-pub use http::{HttpBackend, HttpBackendBuilder};
-pub use kl_model::{Answer, Function, HashKind, Indicator, IndicatorError, ObjectKind, Outcome, Zone, json_type};
-pub use replay::ReplayBackend;
+pub use kl_model::{Answer, Body, Function, HashKind, Indicator, IndicatorError, ObjectKind, Outcome, Zone, json_type};
 pub use secret::Secret;

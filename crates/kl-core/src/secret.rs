@@ -2,9 +2,11 @@
 
 use std::fmt;
 
-/// Holds a password or token. `Debug` and `Display` print `[redacted]`;
-/// the value is reachable only through [`Secret::expose`], which the HTTP
-/// client calls in exactly one place, to build the `Authorization` header.
+/// Holds a password, token or key. `Debug` and `Display` print
+/// `[redacted]`; the value is reachable only inside this crate, through
+/// `expose`, which each backend calls in exactly one place, to build the
+/// header it sends. Other crates can compare a secret, in constant time,
+/// but never read it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -14,8 +16,20 @@ impl Secret {
     }
 
     /// The secret itself. Callers must not log or format it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// Whether `candidate` is this secret, compared in constant time (for
+    /// the length of the secret), so timing does not tell how much of a
+    /// guess was right.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        let secret = self.0.as_bytes();
+        let mut diff = secret.len() ^ candidate.len();
+        for (i, b) in secret.iter().enumerate() {
+            diff |= usize::from(b ^ candidate.get(i).copied().unwrap_or(!b));
+        }
+        diff == 0
     }
 }
 
@@ -38,5 +52,9 @@ mod tests {
         let s = super::Secret::new("hunter2");
         assert_eq!(format!("{s} {s:?} {s:#?}"), "[redacted] [redacted] [redacted]");
         assert_eq!(s.expose(), "hunter2");
+        assert!(s.matches(b"hunter2"));
+        for wrong in [&b"hunter"[..], b"hunter22", b"", b"Hunter2"] {
+            assert!(!s.matches(wrong));
+        }
     }
 }

@@ -145,7 +145,11 @@ def _run(function, inward_array, var_array):
         log.warning("kaspersky %s: events returned unchanged: %s", function, e)
         return inward_array
     for event, fields in updates:
-        if isinstance(event, dict):
+        if isinstance(event, dict) and fields:
+            # An event's $KL fields are exactly its own lookup's: fields of
+            # an earlier stage, or planted by the log source, go first.
+            for key in [k for k in event if isinstance(k, str) and k.startswith("$KL")]:
+                del event[key]
             event.update(fields)
     return inward_array
 

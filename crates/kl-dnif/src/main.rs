@@ -6,21 +6,25 @@
 //! the exit status is 2 only for usage, config and input errors, and then
 //! nothing is written on stdout.
 
-use std::io::{self, IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Read, Write};
+use std::ops::Range;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use kl_core::{Cache, Config, Engine, EngineOptions, Function, HttpBackend, Outcome};
-use kl_schema::event::{RawEvent, raw_string, raw_type};
+use kl_cli::setup::{self, ConfigSearch, EngineSetup};
+use kl_cli::{exit, signals};
+use kl_model::{Function, Outcome};
+use kl_schema::event::{self, RawEvent, raw_string, raw_type};
+use kl_schema::{Item, Style};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+
+const NAME: &str = "kl-dnif";
 
 /// Enrich DNIF events with Kaspersky Threat Intelligence Portal lookups.
 #[derive(Debug, Parser)]
-#[command(name = "kl-dnif", version, about, long_about = None)]
+#[command(name = NAME, version, about, long_about = None)]
 struct Args {
     /// The config file (dnifconfig.yml format). Default: $KL_CONFIG, then
     /// dnifconfig.yml in the plugin folder (beside bin/), then in the current folder.
@@ -33,100 +37,144 @@ struct Args {
     field: String,
 }
 
+/// Where the config is looked for, after `--config` and `$KL_CONFIG`.
+const SEARCH: ConfigSearch =
+    ConfigSearch { beside_binary: Some("dnifconfig.yml"), in_current_dir: Some("dnifconfig.yml") };
+
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args = match exit::parse_args::<Args>() {
         Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(code) => return code,
     };
-    init_logging();
-    match run(args) {
+    setup::init_logging(false);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return exit::usage_error(NAME, &anyhow::Error::new(e).context("cannot start")),
+    };
+    match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("kl-dnif: {e:#}");
-            ExitCode::from(2)
-        }
+        Err(e) => exit::usage_error(NAME, &e),
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .with_target(false)
-        .init();
-}
-
-fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args) -> anyhow::Result<()> {
     let field = args.field.trim().to_owned();
     if field.is_empty() {
         bail!("FIELD is empty; name the event key that holds the indicator, such as $SrcIP");
     }
-    let config_path = find_config(args.config.as_deref())?;
-    let config = Config::load(config_path.as_deref()).context("configuration")?;
-    let backend = HttpBackend::from_config(&config).context("configuration")?;
-
-    let mut input = String::new();
-    io::stdin().read_to_string(&mut input).context("cannot read stdin")?;
-    let events = parse_events(&input)?;
-
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let config = setup::load_config(args.config.as_deref(), SEARCH)?;
     // The cache lives beside the plugin's config by default (`cache/`), so
     // every DNIF process on the host shares it.
-    let default_cache = config.base_dir.as_ref().map(|d| d.join("cache")).or_else(kl_core::xdg_cache_dir);
-    let cache = Cache::for_config(&config, default_cache).map(Arc::new);
-    let engine = Engine::new(Arc::new(backend), EngineOptions { cache, ..EngineOptions::from_config(&config) });
-    let enriched = runtime.block_on(enrich(&engine, args.function, &field, &events));
-    let s = engine.stats();
-    tracing::debug!(
-        events = events.len(),
-        requests = s.requests,
-        reused = s.reused,
-        retries = s.retries,
-        errors = s.errors,
-        skipped = s.skipped,
-        cache_hits = s.cache_hits,
-        quota_used = s.quota.map(|q| q.0),
-        quota = s.quota.map(|q| q.1),
-        max_in_flight = s.max_in_flight,
-        "done"
-    );
+    let default_cache_dir = config.base_dir.as_ref().map(|d| d.join("cache")).or_else(kl_core::store::xdg_cache_dir);
+    let assembled = setup::engine(&config, EngineSetup { default_cache_dir, run_deadline: true })?;
+    assembled.engine.supports(args.function).map_err(anyhow::Error::msg)?;
+
+    let mut input = Vec::new();
+    io::stdin().read_to_end(&mut input).context("cannot read stdin")?;
+    let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&input);
+    let readable = event::lenient(input);
+    let events = parse_events(&readable)?;
+
+    // One request per event that holds the field, aligned by index.
+    let requests: Vec<Request> =
+        events.iter().map(|(range, e)| Request::of(e, &field, &input[range.clone()])).collect();
+    let texts: Vec<(usize, &str)> = requests.iter().enumerate().filter_map(|(i, r)| r.text().map(|t| (i, t))).collect();
+    let raws: Vec<&str> = texts.iter().map(|(_, t)| *t).collect();
+    let lookups = assembled.engine.lookup_all(args.function, &raws);
+    tokio::pin!(lookups);
+    let answers = tokio::select! {
+        answers = &mut lookups => answers,
+        signal = signals::shutdown() => {
+            // Finish what was asked within the drain time, then answer.
+            assembled.start_drain(signal);
+            lookups.await
+        }
+    };
+    let mut outcomes: Vec<Option<Outcome>> = requests.iter().map(|r| r.outcome(args.function)).collect();
+    for ((i, _), answer) in texts.iter().zip(answers) {
+        outcomes[*i] = Some(answer);
+    }
+
+    let enriched: Vec<Vec<u8>> = events
+        .iter()
+        .zip(&requests)
+        .zip(&outcomes)
+        .map(|(((range, event), request), outcome)| {
+            let original = &input[range.clone()];
+            match outcome {
+                None => original.to_vec(),
+                Some(outcome) => {
+                    let item = Item {
+                        function: args.function,
+                        raw: request.raw(),
+                        field: Some(&field),
+                        target: None,
+                        outcome,
+                    };
+                    event::apply(original, event, &kl_schema::output(Style::Kl, "", &[item]))
+                }
+            }
+        })
+        .collect();
+    assembled.engine.flush().await;
+    log_stats(&assembled.engine, events.len());
     write_events(&enriched)
 }
 
-/// The config file: `--config`, else `$KL_CONFIG`, else `dnifconfig.yml` in
-/// the plugin folder (the parent of `bin/`), else in the current folder.
-/// `None` when none exists: then the environment alone must configure kl.
-fn find_config(given: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
-    if let Some(p) = given {
-        if !p.is_file() {
-            bail!("configuration: config file {} does not exist", p.display());
-        }
-        return Ok(Some(p.to_path_buf()));
-    }
-    if let Some(p) = std::env::var_os("KL_CONFIG") {
-        return Ok(Some(PathBuf::from(p)));
-    }
-    let beside_plugin =
-        std::env::current_exe().ok().and_then(|exe| exe.parent()?.parent().map(|dir| dir.join("dnifconfig.yml")));
-    Ok(beside_plugin.into_iter().chain([PathBuf::from("dnifconfig.yml")]).find(|p| p.is_file()))
+/// What one event asks.
+enum Request {
+    /// No FIELD: the event passes unchanged.
+    Absent,
+    /// FIELD holds something that is not an indicator string.
+    Unusable(String),
+    Text(String),
 }
 
-/// Splits stdin into its events, each kept as raw text with its members.
-fn parse_events(input: &str) -> anyhow::Result<Vec<(&str, RawEvent<'_>)>> {
-    if input.trim().is_empty() {
+impl Request {
+    /// `original` is the event's own bytes (it may have been parsed from a
+    /// lenient copy of them).
+    fn of(event: &RawEvent<'_>, field: &str, original: &[u8]) -> Request {
+        let Some(value) = event.get(field) else { return Request::Absent };
+        if std::str::from_utf8(&original[event.span_of(value)]).is_err() {
+            return Request::Unusable("the indicator is not valid UTF-8".to_owned());
+        }
+        match raw_string(value) {
+            Some(text) => Request::Text(text),
+            None => Request::Unusable(raw_type(value).to_owned()),
+        }
+    }
+
+    fn text(&self) -> Option<&str> {
+        match self {
+            Request::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    fn raw(&self) -> &str {
+        self.text().unwrap_or_default()
+    }
+
+    /// The outcome known without a lookup.
+    fn outcome(&self, function: Function) -> Option<Outcome> {
+        match self {
+            Request::Absent | Request::Text(_) => None,
+            Request::Unusable(why) if why.starts_with("the indicator") => Some(Outcome::Failed(why.clone())),
+            Request::Unusable(found) => Some(Outcome::not_a_string(Some(function.object()), found)),
+        }
+    }
+}
+
+/// Splits the input into its events: each one's byte range and members.
+/// An input that is not a JSON array of objects is a usage error (exit 2).
+fn parse_events(input: &[u8]) -> anyhow::Result<Vec<(Range<usize>, RawEvent<'_>)>> {
+    if input.iter().all(u8::is_ascii_whitespace) {
         bail!("stdin is empty; expected a JSON array of event objects");
     }
-    let items: Vec<&RawValue> = match serde_json::from_str(input) {
+    let items: Vec<&RawValue> = match serde_json::from_slice(input) {
         Ok(items) => items,
         Err(e) if e.is_data() => {
-            let found = serde_json::from_str::<&RawValue>(input).map(raw_type).unwrap_or("something else");
+            let found = serde_json::from_slice::<&RawValue>(input).map(raw_type).unwrap_or("something else");
             bail!("stdin must be a JSON array of event objects, found {found}");
         }
         Err(e) => {
@@ -138,33 +186,32 @@ fn parse_events(input: &str) -> anyhow::Result<Vec<(&str, RawEvent<'_>)>> {
     items
         .into_iter()
         .enumerate()
-        .map(|(i, item)| match RawEvent::parse(item.get().as_bytes()) {
-            Some(event) => Ok((item.get(), event)),
-            None => bail!("stdin must be a JSON array of event objects, but element {i} is {}", raw_type(item)),
+        .map(|(i, item)| {
+            let start = item.get().as_ptr() as usize - input.as_ptr() as usize;
+            let range = start..start + item.get().len();
+            match RawEvent::parse(&input[range.clone()]) {
+                Some(event) => Ok((range, event)),
+                None => bail!("stdin must be a JSON array of event objects, but element {i} is {}", raw_type(item)),
+            }
         })
         .collect()
 }
 
-/// Looks up every event's own indicator; returns each event as it goes out.
-async fn enrich(engine: &Engine, function: Function, field: &str, events: &[(&str, RawEvent<'_>)]) -> Vec<Vec<u8>> {
-    let values: Vec<Option<&RawValue>> = events.iter().map(|(_, e)| e.get(field)).collect();
-    let texts: Vec<Option<String>> = values.iter().map(|v| v.and_then(raw_string)).collect();
-    let wanted: Vec<&str> = texts.iter().flatten().map(String::as_str).collect();
-    let mut answers = engine.lookup_batch(function, &wanted).await.into_iter();
-    events
-        .iter()
-        .zip(values.iter().zip(&texts))
-        .map(|((text, event), (value, indicator))| {
-            let outcome = match (value, indicator) {
-                (None, _) => return text.as_bytes().to_vec(),
-                (Some(_), Some(_)) => answers.next().unwrap_or_else(|| Outcome::Failed("internal error".to_owned())),
-                (Some(v), None) => Outcome::not_a_string(Some(function.object()), raw_type(v)),
-            };
-            let fields: Map<String, Value> =
-                kl_schema::render(function, &outcome).into_iter().map(|f| (f.name, f.value)).collect();
-            kl_schema::event::write(text.as_bytes(), event, &fields)
-        })
-        .collect()
+fn log_stats(engine: &kl_core::Engine, events: usize) {
+    let s = engine.stats();
+    tracing::debug!(
+        events,
+        requests = s.requests,
+        cache_hits = s.cache_hits,
+        reused = s.reused,
+        retries = s.retries,
+        errors = s.errors,
+        skipped = s.skipped,
+        quota_used = s.quota.map(|q| q.0),
+        quota = s.quota.map(|q| q.1),
+        max_in_flight = s.max_in_flight,
+        "done"
+    );
 }
 
 /// Writes the events as one JSON array.
@@ -182,8 +229,5 @@ fn write_events(events: &[Vec<u8>]) -> anyhow::Result<()> {
         out.write_all(b"]\n")?;
         out.flush()
     })();
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.context("cannot write stdout"),
-    }
+    result.context("cannot write stdout")
 }

@@ -1,33 +1,25 @@
 //! `kl-generic-json`: Kaspersky TIP enrichment for any SIEM that speaks JSON.
 //!
 //! `enrich` reads NDJSON on stdin and writes one line per input line, in
-//! order, each event that holds the indicator field enriched in the chosen
+//! order, each event that holds an indicator field enriched in the chosen
 //! style. `lookup` answers one indicator. `--offline DIR` answers from
 //! recorded responses instead of the network.
 
-mod stream;
-
-use std::io::{self, IsTerminal};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::Context;
-use clap::{Args as ClapArgs, Parser, Subcommand};
-use kl_core::{
-    Backend, Cache, Config, Engine, EngineOptions, Function, HttpBackend, Indicator, Outcome, ReplayBackend,
-};
-use kl_schema::{Match, Style};
-use serde_json::{Map, Value};
+use clap::{Args, Parser, Subcommand};
+use kl_cli::setup::{self, Assembled, ConfigSearch, EngineSetup};
+use kl_cli::stream::{self, Field};
+use kl_cli::{exit, signals};
+use kl_model::{FunctionChoice, Outcome};
+use kl_schema::Style;
 
-use kl_schema::event::FieldPath;
+const NAME: &str = "kl-generic-json";
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "kl-generic-json",
-    version,
-    about = "Enrich JSON events with Kaspersky Threat Intelligence Portal lookups"
-)]
+#[command(name = NAME, version, about = "Enrich JSON events with Kaspersky Threat Intelligence Portal lookups")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,14 +33,9 @@ enum Command {
     Lookup(LookupArgs),
 }
 
-#[derive(Debug, ClapArgs)]
-struct Common {
-    /// Output style: kl (flat $KL fields), nested (under --target) or ecs.
-    #[arg(long, default_value = "nested")]
-    style: Style,
-    /// The key that nested and ECS output write under.
-    #[arg(long, default_value = "kaspersky")]
-    target: String,
+/// Where answers come from.
+#[derive(Debug, Args)]
+struct Source {
     /// The config file (dnifconfig.yml format). Default: $KL_CONFIG, else the environment alone.
     #[arg(long, value_name = "PATH", conflicts_with = "offline")]
     config: Option<PathBuf>,
@@ -57,84 +44,79 @@ struct Common {
     offline: Option<PathBuf>,
 }
 
-#[derive(Debug, ClapArgs)]
+impl Source {
+    fn assemble(&self) -> anyhow::Result<Assembled> {
+        match &self.offline {
+            Some(dir) => setup::offline_engine(dir),
+            None => {
+                let config = setup::load_config(self.config.as_deref(), ConfigSearch::default())?;
+                // A stream has no end to count a run deadline from: each
+                // lookup is bounded by its tries and the request timeout.
+                setup::engine(
+                    &config,
+                    EngineSetup { default_cache_dir: kl_core::store::xdg_cache_dir(), run_deadline: false },
+                )
+            }
+        }
+    }
+}
+
+/// How answers are written.
+#[derive(Debug, Args)]
+struct Output {
+    /// Output style: kl (flat $KL fields), nested (under --target) or ecs.
+    #[arg(long, default_value = "nested")]
+    style: Style,
+    /// The key that nested and ECS output write under.
+    #[arg(long, default_value = "kaspersky")]
+    target: String,
+}
+
+#[derive(Debug, Args)]
 struct EnrichArgs {
     /// One of the seven functions, or auto (the report function for the indicator's type).
     #[arg(long)]
     function: FunctionChoice,
-    /// Where the indicator is: a top-level key, a dotted path (source.ip) or a JSON pointer (/source/ip).
-    #[arg(long, value_name = "PATH")]
-    field: String,
+    /// Where an indicator is: a top-level key, a dotted path (source.ip) or a JSON pointer
+    /// (/source/ip), optionally with the key its answer goes under (source.ip=src_kl).
+    /// Repeat it to look up several fields in one pass.
+    #[arg(long = "field", value_name = "PATH[=TARGET]", required = true)]
+    fields: Vec<Field>,
     #[command(flatten)]
-    common: Common,
+    output: Output,
+    #[command(flatten)]
+    source: Source,
     /// Lines in flight at most (lookups run concurrently, lines leave in order).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     window: u32,
     /// Lines longer than this many bytes are passed through without enrichment.
     #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1024..=(1 << 30)))]
     max_line_bytes: u32,
-    /// No summary and no progress display on stderr.
+    /// Nothing on stderr but errors that stop the run: no summary, no progress, no warnings.
     #[arg(long, short)]
     quiet: bool,
 }
 
-#[derive(Debug, ClapArgs)]
+#[derive(Debug, Args)]
 struct LookupArgs {
     /// One of the seven functions, or auto.
     function: FunctionChoice,
     /// The indicator to look up.
     indicator: String,
     #[command(flatten)]
-    common: Common,
-}
-
-/// A function, or `auto`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FunctionChoice {
-    Auto,
-    Fixed(Function),
-}
-
-impl std::str::FromStr for FunctionChoice {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.trim() == "auto" {
-            return Ok(FunctionChoice::Auto);
-        }
-        s.parse::<Function>().map(FunctionChoice::Fixed).map_err(|e| format!("{e}, or auto"))
-    }
-}
-
-impl FunctionChoice {
-    /// The function for a raw indicator, or why there is none.
-    pub fn resolve(self, raw: &str) -> Result<Function, String> {
-        match self {
-            FunctionChoice::Fixed(f) => Ok(f),
-            FunctionChoice::Auto => Indicator::detect(raw).map(Function::report_for).ok_or_else(|| {
-                let shown: String = raw.trim().chars().take(80).collect();
-                format!("cannot tell the type of indicator {shown:?}: not an IPv4 address, domain, URL or hash")
-            }),
-        }
-    }
+    output: Output,
+    #[command(flatten)]
+    source: Source,
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match exit::parse_args::<Cli>() {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(code) => return code,
     };
-    init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("kl-generic-json: cannot start: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return exit::usage_error(NAME, &anyhow::Error::new(e).context("cannot start")),
     };
     let result = runtime.block_on(async {
         match cli.command {
@@ -142,92 +124,65 @@ fn main() -> ExitCode {
             Command::Lookup(args) => lookup(args).await,
         }
     });
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("kl-generic-json: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    result.unwrap_or_else(|e| exit::usage_error(NAME, &e))
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .with_target(false)
-        .init();
-}
-
-/// The engine: over recorded responses with `--offline`, else over the TIP
-/// API as configured. Every problem here is a configuration error (exit 2).
-fn engine(common: &Common) -> anyhow::Result<Engine> {
-    if let Some(dir) = &common.offline {
-        let backend: Arc<dyn Backend> = Arc::new(ReplayBackend::new(dir).context("--offline")?);
-        return Ok(Engine::new(backend, EngineOptions::default()));
+/// Refuses a function the backend cannot answer, before anything is read.
+fn check_function(assembled: &Assembled, choice: FunctionChoice) -> anyhow::Result<()> {
+    if let FunctionChoice::Fixed(f) = choice {
+        assembled.engine.supports(f).map_err(anyhow::Error::msg)?;
     }
-    let path = common.config.clone().or_else(|| std::env::var_os("KL_CONFIG").map(PathBuf::from));
-    if let Some(p) = &path {
-        anyhow::ensure!(p.is_file(), "configuration: config file {} does not exist", p.display());
-    }
-    let config = Config::load(path.as_deref()).context("configuration")?;
-    let backend = HttpBackend::from_config(&config).context("configuration")?;
-    // A stream has no end to count a run deadline from: each lookup is
-    // bounded by its tries and the request timeout instead.
-    let cache = Cache::for_config(&config, kl_core::xdg_cache_dir()).map(Arc::new);
-    let opts = EngineOptions { deadline: None, cache, ..EngineOptions::from_config(&config) };
-    Ok(Engine::new(Arc::new(backend), opts))
+    Ok(())
 }
 
 async fn enrich(args: EnrichArgs) -> anyhow::Result<ExitCode> {
-    let field = FieldPath::parse(&args.field).map_err(anyhow::Error::msg)?;
-    let engine = engine(&args.common)?;
     let settings = stream::Settings {
         function: args.function,
-        field,
-        style: args.common.style,
-        target: args.common.target,
+        fields: args.fields,
+        style: args.output.style,
+        target: args.output.target,
         window: args.window as usize,
         max_line: args.max_line_bytes as usize,
-        progress: !args.quiet && io::stderr().is_terminal(),
+        progress: !args.quiet && std::io::stderr().is_terminal(),
     };
-    let summary = stream::run(engine.clone(), settings, tokio::io::stdin(), tokio::io::stdout()).await?;
+    settings.check().map_err(anyhow::Error::msg)?;
+    setup::init_logging(args.quiet);
+    let assembled = args.source.assemble()?;
+    check_function(&assembled, settings.function)?;
+    let engine = assembled.engine.clone();
+    let summary =
+        stream::run(assembled, settings, tokio::io::stdin(), tokio::io::stdout(), signals::shutdown()).await?;
     if !args.quiet {
-        let s = engine.stats();
-        let quota = s.quota.map(|(used, quota)| format!(", quota {used}/{quota} today")).unwrap_or_default();
+        eprintln!("{NAME}: {}", summary.describe(&engine.stats()));
+    }
+    if summary.output_closed {
         eprintln!(
-            "kl-generic-json: {} lines, {} enriched, {} errors, {} skipped, {} passed through, {} requests, {} cache hits, {} retries{quota}",
-            summary.lines,
-            summary.enriched,
-            summary.errors,
-            summary.skipped,
-            summary.passed,
-            s.requests,
-            // Answered without a request: from the persistent cache, or
-            // from an earlier line with the same indicator.
-            s.cache_hits + s.reused + summary.repeats,
-            s.retries
+            "{NAME}: the output was closed: {} lines were written, {} lines read were not",
+            summary.written,
+            summary.unwritten()
         );
+        return Ok(ExitCode::from(exit::OUTPUT_CLOSED));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 async fn lookup(args: LookupArgs) -> anyhow::Result<ExitCode> {
-    let engine = engine(&args.common)?;
-    let (function, outcome) = match args.function.resolve(&args.indicator) {
-        Ok(f) => (f, engine.lookup(f, &args.indicator).await),
-        Err(reason) => (Function::IpReport, Outcome::Failed(reason)),
-    };
-    if let Outcome::Failed(reason) = &outcome {
-        eprintln!("kl-generic-json: {reason}");
-        return Ok(ExitCode::from(1));
+    setup::init_logging(false);
+    let assembled = args.source.assemble()?;
+    check_function(&assembled, args.function)?;
+    let looked = kl_cli::lookup::lookup(
+        &assembled.engine,
+        args.function,
+        &args.indicator,
+        args.output.style,
+        &args.output.target,
+    )
+    .await;
+    assembled.engine.flush().await;
+    if let Outcome::Failed(reason) = &looked.outcome {
+        eprintln!("{NAME}: {reason}");
+        return Ok(ExitCode::from(exit::FAILED));
     }
-    let mut out = Map::new();
-    let m = Match { function, raw: &args.indicator, field: None };
-    kl_schema::style::write(args.common.style, &mut out, kl_schema::render(function, &outcome), &args.common.target, m);
-    println!("{}", Value::Object(out));
+    println!("{}", looked.object);
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::indicator::ObjectKind;
+use crate::indicator::{Indicator, ObjectKind};
 
 /// One of the seven lookups, named as DNIF queries call them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,6 +123,54 @@ impl FromStr for Function {
     }
 }
 
+/// A function, or `auto`: the report function for each value's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FunctionChoice {
+    Auto,
+    Fixed(Function),
+}
+
+impl FromStr for FunctionChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "auto" {
+            return Ok(FunctionChoice::Auto);
+        }
+        s.parse::<Function>().map(FunctionChoice::Fixed).map_err(|e| format!("{e}, or auto"))
+    }
+}
+
+impl fmt::Display for FunctionChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FunctionChoice::Auto => f.write_str("auto"),
+            FunctionChoice::Fixed(function) => function.fmt(f),
+        }
+    }
+}
+
+impl FunctionChoice {
+    /// The function for a raw indicator, or why there is none.
+    pub fn resolve(self, raw: &str) -> Result<Function, String> {
+        match self {
+            FunctionChoice::Fixed(f) => Ok(f),
+            FunctionChoice::Auto => Indicator::detect(raw).map(Function::report_for).ok_or_else(|| {
+                let shown: String = raw.trim().chars().take(80).collect();
+                format!("cannot tell the type of indicator {shown:?}: not an IPv4 address, domain, URL or hash")
+            }),
+        }
+    }
+
+    /// The kind of object looked up, when the function is fixed.
+    pub fn object(self) -> Option<ObjectKind> {
+        match self {
+            FunctionChoice::Fixed(f) => Some(f.object()),
+            FunctionChoice::Auto => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +182,18 @@ mod tests {
         }
         assert!("get_ipv6_report".parse::<Function>().is_err());
         assert_eq!(" get_hash_report ".parse::<Function>().unwrap(), Function::HashReport);
+    }
+
+    #[test]
+    fn auto_picks_the_report_function_by_type() {
+        let auto: FunctionChoice = "auto".parse().unwrap();
+        assert_eq!(auto.resolve("8.8.8.8"), Ok(Function::IpReport));
+        assert_eq!(auto.resolve("example.com"), Ok(Function::DomainReport));
+        assert_eq!(auto.resolve("http://example.com/x"), Ok(Function::UrlReport));
+        assert_eq!(auto.resolve(&"a".repeat(32)), Ok(Function::HashReport));
+        assert!(auto.resolve("not an indicator").unwrap_err().contains("cannot tell the type"));
+        assert!("get_nothing".parse::<FunctionChoice>().unwrap_err().ends_with("or auto"));
+        assert_eq!("get_hash_report".parse(), Ok(FunctionChoice::Fixed(Function::HashReport)));
     }
 
     #[test]

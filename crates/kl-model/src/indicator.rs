@@ -178,6 +178,18 @@ impl Indicator {
             _ => false,
         }
     }
+
+    /// Why `policy` keeps this indicator from being sent, if it does.
+    pub fn withheld(&self, policy: &Policy) -> Option<&'static str> {
+        (self.is_private_or_reserved() && !policy.lookup_private_ips).then_some("private or reserved address")
+    }
+}
+
+/// What may be sent to a third party.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Send private and reserved IPv4 addresses too.
+    pub lookup_private_ips: bool,
 }
 
 impl fmt::Display for Indicator {

@@ -14,9 +14,9 @@ pub mod keys;
 mod outcome;
 mod zone;
 
-pub use function::{Function, UnknownFunction};
+pub use function::{Function, FunctionChoice, UnknownFunction};
 pub use indicator::{
-    HashKind, Indicator, IndicatorError, MAX_URL_LEN, ObjectKind, encode_segment, is_private_or_reserved,
+    HashKind, Indicator, IndicatorError, MAX_URL_LEN, ObjectKind, Policy, encode_segment, is_private_or_reserved,
 };
-pub use outcome::{Answer, Outcome, json_type};
+pub use outcome::{Answer, Body, LICENSE_SECTION, Outcome, json_type};
 pub use zone::Zone;

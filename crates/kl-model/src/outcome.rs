@@ -1,23 +1,116 @@
 //! What a backend answers, and what became of one lookup.
 
+use std::fmt;
 use std::sync::Arc;
+
+use serde_json::{Map, Value};
 
 use crate::indicator::{IndicatorError, ObjectKind};
 
+/// An answer's sections as compact JSON text: the form in which the memo,
+/// the persistent cache and every event share one answer.
+///
+/// Text, not a parsed tree: a parsed `serde_json::Value` of a typical
+/// answer costs several times its text in memory, and a long-running
+/// process keeps tens of thousands of answers. `LicenseInfo` (quota
+/// figures, not intelligence) is never part of a body.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Body(Arc<str>);
+
+/// The section that carries quota figures, not intelligence.
+pub const LICENSE_SECTION: &str = "LicenseInfo";
+
+impl Body {
+    /// The sections of a decoded answer, less `LicenseInfo`, and only those
+    /// in `keep` when it is given.
+    pub fn from_sections(sections: &Map<String, Value>, keep: Option<&[&str]>) -> Body {
+        let kept: Map<String, Value> = sections
+            .iter()
+            .filter(|(k, _)| k.as_str() != LICENSE_SECTION && keep.is_none_or(|keep| keep.contains(&k.as_str())))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let text = serde_json::to_string(&kept).unwrap_or_else(|_| "{}".to_owned());
+        Body(text.into())
+    }
+
+    /// A body from stored text; `None` unless it is a JSON object.
+    pub fn from_json(text: &str) -> Option<Body> {
+        match serde_json::from_str::<Value>(text).ok()? {
+            Value::Object(map) => Some(Body::from_sections(&map, None)),
+            _ => None,
+        }
+    }
+
+    /// The sections, parsed.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or_else(|_| Value::Object(Map::new()))
+    }
+
+    /// The compact JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Bytes of text held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the answer holds no section at all (no data: Grey).
+    pub fn is_empty(&self) -> bool {
+        &*self.0 == "{}"
+    }
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Body({})", self.0)
+    }
+}
+
+impl From<Value> for Body {
+    fn from(v: Value) -> Body {
+        match v {
+            Value::Object(map) => Body::from_sections(&map, None),
+            _ => Body("{}".into()),
+        }
+    }
+}
+
 /// What a backend says about one indicator.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// The response body: a JSON object of sections.
-    Data(serde_json::Value),
+    /// The answer's sections.
+    Data(Body),
     /// Nothing is known about the object (HTTP 404).
     NotFound,
 }
 
+impl Answer {
+    /// Whether the answer carries intelligence (some section), as opposed
+    /// to "no data", which is kept for the shorter Grey lifetime.
+    pub fn has_data(&self) -> bool {
+        matches!(self, Answer::Data(b) if !b.is_empty())
+    }
+
+    /// Bytes the answer holds.
+    pub fn len(&self) -> usize {
+        match self {
+            Answer::Data(b) => b.len(),
+            Answer::NotFound => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// What became of one lookup. Cheap to clone: the data is shared.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The API's answer (a JSON object of sections).
-    Data(Arc<serde_json::Value>),
+    /// The API's answer.
+    Data(Body),
     /// Nothing is known about the object: Grey.
     NotFound,
     /// Deliberately not looked up (a private address, say); the reason.
@@ -33,25 +126,55 @@ impl Outcome {
     pub fn not_a_string(kind: Option<ObjectKind>, found: &str) -> Outcome {
         Outcome::Failed(IndicatorError::not_a_string(kind, found).to_string())
     }
+
+    /// Whether this is an answer (data or Grey), as opposed to a skip or a failure.
+    pub fn is_answer(&self) -> bool {
+        matches!(self, Outcome::Data(_) | Outcome::NotFound)
+    }
 }
 
 impl From<Answer> for Outcome {
     fn from(answer: Answer) -> Outcome {
         match answer {
-            Answer::Data(v) => Outcome::Data(Arc::new(v)),
+            Answer::Data(b) => Outcome::Data(b),
             Answer::NotFound => Outcome::NotFound,
         }
     }
 }
 
 /// A JSON value's type, as messages name it.
-pub fn json_type(v: &serde_json::Value) -> &'static str {
+pub fn json_type(v: &Value) -> &'static str {
     match v {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_body_is_compact_text_without_license_info() {
+        let v = json!({"LicenseInfo": {"DayRequests": 1}, "Zone": "Red", "IpGeneralInfo": {"Ip": "1.2.3.4", "HitsCount": 12345678901234567890123u128}});
+        let b = Body::from(v);
+        assert_eq!(
+            b.as_str(),
+            r#"{"Zone":"Red","IpGeneralInfo":{"Ip":"1.2.3.4","HitsCount":12345678901234567890123}}"#
+        );
+        assert_eq!(b.value()["IpGeneralInfo"]["HitsCount"].to_string(), "12345678901234567890123");
+        assert!(Answer::Data(b).has_data());
+        let only_license = Body::from(json!({"LicenseInfo": {}}));
+        assert!(only_license.is_empty());
+        assert!(!Answer::Data(only_license).has_data());
+        assert!(!Answer::NotFound.has_data());
+        let kept = Body::from_sections(json!({"Zone": "Red", "Other": 1}).as_object().unwrap(), Some(&["Zone"]));
+        assert_eq!(kept.as_str(), r#"{"Zone":"Red"}"#);
+        assert_eq!(Body::from_json("[1]"), None);
     }
 }

@@ -31,8 +31,8 @@ impl Field {
 /// - failed: `$KLError` alone.
 pub fn render(function: Function, outcome: &Outcome) -> Vec<Field> {
     match outcome {
-        Outcome::Data(v) => {
-            let fields = flatten(function, v);
+        Outcome::Data(body) => {
+            let fields = flatten(function, &body.value());
             if fields.is_empty() { grey() } else { fields }
         }
         Outcome::NotFound => grey(),
@@ -350,9 +350,9 @@ mod tests {
     fn render_outcomes() {
         let grey = vec![Field::new("$KLZone", "zone", json!("Grey"))];
         assert_eq!(render(Function::IpReport, &Outcome::NotFound), grey);
-        let only_license = Outcome::Data(std::sync::Arc::new(json!({"LicenseInfo": {"DayRequests": 1}})));
+        let only_license = Outcome::Data(json!({"LicenseInfo": {"DayRequests": 1}}).into());
         assert_eq!(render(Function::IpReport, &only_license), grey);
-        assert_eq!(render(Function::HashReport, &Outcome::Data(std::sync::Arc::new(json!({})))), grey);
+        assert_eq!(render(Function::HashReport, &Outcome::Data(json!({}).into())), grey);
         assert_eq!(
             render(Function::IpReport, &Outcome::Failed("timeout after 30s".into())),
             vec![Field::new("$KLError", "error", json!("timeout after 30s"))]

@@ -6,8 +6,8 @@
 //! - [`Style::Ecs`]: an Elastic Common Schema `threat.enrichments[]` entry,
 //!   with every other field nested under the target key.
 
-use kl_model::{Function, HashKind, Indicator, ObjectKind};
-use serde_json::{Map, Value};
+use kl_model::{Function, HashKind, Indicator, ObjectKind, Outcome};
+use serde_json::{Map, Value, json};
 
 use crate::flatten::Field;
 
@@ -33,47 +33,84 @@ impl std::str::FromStr for Style {
     }
 }
 
-/// What the ECS style needs to know about the match.
+/// One lookup's result, to be written onto an event.
 #[derive(Debug, Clone, Copy)]
-pub struct Match<'a> {
+pub struct Item<'a> {
     pub function: Function,
     /// The indicator as it stands in the event.
     pub raw: &'a str,
     /// The event field it was taken from, if any (`source.ip`).
     pub field: Option<&'a str>,
+    /// The key this item's fields go under, when one was given for it.
+    pub target: Option<&'a str>,
+    pub outcome: &'a Outcome,
+}
+
+/// What an event gets: top-level members to set, and whether the event's
+/// own `$KL…` members go first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Output {
+    /// Members to set. One the event already has is replaced, except
+    /// `threat`, whose `enrichments` list is extended (ECS).
+    pub members: Map<String, Value>,
+    /// Remove every top-level `$KL…` member of the event before writing, so
+    /// that its `$KL` fields are exactly its own lookup's.
+    pub clear_kl: bool,
 }
 
 /// The provider name ECS entries carry.
 pub const ECS_PROVIDER: &str = "Kaspersky Threat Intelligence Portal";
 
-/// Writes `fields` onto `event` in `style`; `target` is the nested key.
-pub fn write(style: Style, event: &mut Map<String, Value>, fields: Vec<Field>, target: &str, m: Match<'_>) {
-    match style {
-        Style::Kl => {
-            for f in fields {
-                event.insert(f.name, f.value);
+/// What `items` add to an event in `style`. Items without a target of
+/// their own go under `default_target` (nested and ECS), or flat at the top
+/// (kl); where several ECS items share the default target, each goes under
+/// its field path within it.
+pub fn output(style: Style, default_target: &str, items: &[Item<'_>]) -> Output {
+    let mut out = Output::default();
+    let untargeted = items.iter().filter(|i| i.target.is_none()).count();
+    for item in items {
+        let fields = crate::render(item.function, item.outcome);
+        match style {
+            Style::Kl => match item.target {
+                None => {
+                    out.clear_kl = true;
+                    out.members.extend(fields.into_iter().map(|f| (f.name, f.value)));
+                }
+                Some(t) => {
+                    let flat: Map<String, Value> = fields.into_iter().map(|f| (f.name, f.value)).collect();
+                    out.members.insert(t.to_owned(), Value::Object(flat));
+                }
+            },
+            Style::Nested => {
+                let key = item.target.unwrap_or(default_target).to_owned();
+                out.members.insert(key, Value::Object(nested(fields)));
             }
-        }
-        Style::Nested => {
-            event.insert(target.to_owned(), Value::Object(nested(fields)));
-        }
-        Style::Ecs => {
-            let ours = nested(fields);
-            let is_answer = !ours.contains_key("error") && !ours.contains_key("skipped");
-            // An entry is added only where `threat` is absent or already an
-            // object: an event's own values are never overwritten.
-            if is_answer {
-                let threat = event.entry("threat").or_insert_with(|| Value::Object(Map::new()));
-                if let Some(threat) = threat.as_object_mut() {
-                    let list = threat.entry("enrichments").or_insert_with(|| Value::Array(Vec::new()));
-                    if let Some(list) = list.as_array_mut() {
-                        list.push(ecs_entry(&ours, m));
+            Style::Ecs => {
+                let ours = nested(fields);
+                if item.outcome.is_answer() {
+                    let threat = out.members.entry("threat").or_insert_with(|| json!({"enrichments": []}));
+                    if let Some(list) = threat["enrichments"].as_array_mut() {
+                        list.push(ecs_entry(&ours, item));
+                    }
+                }
+                match item.target {
+                    Some(t) => {
+                        out.members.insert(t.to_owned(), Value::Object(ours));
+                    }
+                    None if untargeted == 1 => {
+                        out.members.insert(default_target.to_owned(), Value::Object(ours));
+                    }
+                    None => {
+                        let shared = out.members.entry(default_target).or_insert_with(|| Value::Object(Map::new()));
+                        if let Some(shared) = shared.as_object_mut() {
+                            shared.insert(item.field.unwrap_or(item.raw).to_owned(), Value::Object(ours));
+                        }
                     }
                 }
             }
-            event.insert(target.to_owned(), Value::Object(ours));
         }
     }
+    out
 }
 
 fn nested(fields: Vec<Field>) -> Map<String, Value> {
@@ -96,7 +133,7 @@ fn put(map: &mut Map<String, Value>, path: &[&str], value: Value) {
     cur.insert(last.to_string(), value);
 }
 
-fn ecs_entry(ours: &Map<String, Value>, m: Match<'_>) -> Value {
+fn ecs_entry(ours: &Map<String, Value>, m: &Item<'_>) -> Value {
     let kind = m.function.object();
     let normalised = Indicator::parse(kind, m.raw).ok();
     let value = normalised.as_ref().map_or(m.raw.trim(), Indicator::as_str);
@@ -157,47 +194,73 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn f(name: &str, snake: &str, v: Value) -> Field {
-        Field { name: name.into(), snake: snake.into(), value: v }
+    fn data(v: Value) -> Outcome {
+        Outcome::Data(v.into())
+    }
+
+    fn item<'a>(function: Function, raw: &'a str, field: Option<&'a str>, outcome: &'a Outcome) -> Item<'a> {
+        Item { function, raw, field, target: None, outcome }
     }
 
     #[test]
     fn ecs_entry_for_an_ip() {
-        let mut event = Map::new();
-        event.insert("threat".into(), json!({"enrichments": [{"existing": true}]}));
-        let fields = vec![
-            f("$KLZone", "zone", json!("Red")),
-            f("$KLFirstSeen", "first_seen", json!("2023-06-11T04:12:00Z")),
-            f("$KLCountryCode", "country_code", json!("CN")),
-            f("$KLASN", "asn", json!([4837, 1])),
-            f("$KLASDescription", "as_description", json!(["China Unicom"])),
-        ];
-        let m = Match { function: Function::IpReport, raw: " 39.90.148.83 ", field: Some("source.ip") };
-        write(Style::Ecs, &mut event, fields, "kaspersky", m);
-        assert_eq!(event["threat"]["enrichments"][0], json!({"existing": true}));
+        let answer =
+            data(json!({"Zone": "Red", "IpGeneralInfo": {"FirstSeen": "2023-06-11T04:12:00Z", "CountryCode": "CN"},
+            "IpWhoIs": {"Asn": [{"Number": 4837, "Description": ["China Unicom"]}, {"Number": 1}]}}));
+        let out =
+            output(Style::Ecs, "kaspersky", &[item(Function::IpReport, " 39.90.148.83 ", Some("source.ip"), &answer)]);
         assert_eq!(
-            event["threat"]["enrichments"][1],
+            out.members["threat"]["enrichments"][0],
             json!({"indicator": {"type": "ipv4-addr", "provider": ECS_PROVIDER, "ip": "39.90.148.83",
                                   "first_seen": "2023-06-11T04:12:00Z", "geo": {"country_iso_code": "CN"},
                                   "as": {"number": 4837, "organization": {"name": "China Unicom"}}},
                    "matched": {"atomic": "39.90.148.83", "field": "source.ip", "type": "indicator_match_rule"}})
         );
-        assert_eq!(event["kaspersky"]["zone"], "Red");
+        assert_eq!(out.members["kaspersky"]["zone"], "Red");
+        assert!(!out.clear_kl);
     }
 
     #[test]
     fn ecs_errors_add_no_enrichment() {
-        let mut event = Map::new();
-        let m = Match { function: Function::HashReport, raw: "nope", field: None };
-        write(Style::Ecs, &mut event, vec![f("$KLError", "error", json!("invalid hash"))], "kl", m);
-        assert_eq!(Value::Object(event), json!({"kl": {"error": "invalid hash"}}));
+        let failed = Outcome::Failed("invalid hash".into());
+        let out = output(Style::Ecs, "kl", &[item(Function::HashReport, "nope", None, &failed)]);
+        assert_eq!(Value::Object(out.members), json!({"kl": {"error": "invalid hash"}}));
     }
 
     #[test]
     fn hash_algorithm_from_length() {
-        let mut event = Map::new();
-        let m = Match { function: Function::HashReport, raw: &"A".repeat(40), field: None };
-        write(Style::Ecs, &mut event, vec![f("$KLZone", "zone", json!("Grey"))], "kaspersky", m);
-        assert_eq!(event["threat"]["enrichments"][0]["indicator"]["file"]["hash"]["sha1"], "a".repeat(40));
+        let grey = Outcome::NotFound;
+        let raw = "A".repeat(40);
+        let out = output(Style::Ecs, "kaspersky", &[item(Function::HashReport, &raw, None, &grey)]);
+        assert_eq!(out.members["threat"]["enrichments"][0]["indicator"]["file"]["hash"]["sha1"], "a".repeat(40));
+    }
+
+    #[test]
+    fn several_fields_each_get_their_own_entry_and_place() {
+        let red = data(json!({"Zone": "Red"}));
+        let green = data(json!({"Zone": "Green"}));
+        let items = [
+            item(Function::IpReport, "1.2.3.4", Some("source.ip"), &red),
+            item(Function::IpReport, "5.6.7.8", Some("destination.ip"), &green),
+        ];
+        let out = output(Style::Ecs, "kaspersky", &items);
+        let entries = out.members["threat"]["enrichments"].as_array().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0]["matched"]["field"], "source.ip");
+        assert_eq!(entries[1]["matched"]["field"], "destination.ip");
+        assert_eq!(
+            out.members["kaspersky"],
+            json!({"source.ip": {"zone": "Red"}, "destination.ip": {"zone": "Green"}})
+        );
+
+        let targeted = [Item { target: Some("src_kl"), ..items[0] }, Item { target: Some("dst_kl"), ..items[1] }];
+        let out = output(Style::Nested, "kaspersky", &targeted);
+        assert_eq!(Value::Object(out.members), json!({"src_kl": {"zone": "Red"}, "dst_kl": {"zone": "Green"}}));
+        let out = output(Style::Kl, "kaspersky", &targeted);
+        assert_eq!(Value::Object(out.members), json!({"src_kl": {"$KLZone": "Red"}, "dst_kl": {"$KLZone": "Green"}}));
+        assert!(!out.clear_kl);
+        let out = output(Style::Kl, "kaspersky", &items[..1]);
+        assert_eq!(Value::Object(out.members), json!({"$KLZone": "Red"}));
+        assert!(out.clear_kl, "flat $KL fields replace the event's own");
     }
 }

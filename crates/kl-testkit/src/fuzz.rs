@@ -4,10 +4,9 @@
 //!
 //! Each function panics when a property fails.
 
-use std::sync::Arc;
-
-use kl_core::{Function, Indicator, ObjectKind, Outcome};
-use kl_schema::event::{FieldPath, RawEvent};
+use kl_model::{Function, Indicator, ObjectKind, Outcome};
+use kl_schema::Output;
+use kl_schema::event::{self, FieldPath, RawEvent};
 use serde_json::{Map, Value, json};
 
 /// A response, any bytes: flattening never panics; fields are `$KL` names,
@@ -22,7 +21,7 @@ pub fn flatten(data: &[u8]) {
             assert!(seen.insert(&f.name), "{} twice", f.name);
             assert!(!f.value.is_null() && !f.value.is_object() && f.value != "", "{}: {}", f.name, f.value);
         }
-        let rendered = kl_schema::render(function, &Outcome::Data(Arc::new(response.clone())));
+        let rendered = kl_schema::render(function, &Outcome::Data(response.clone().into()));
         assert!(!rendered.is_empty() && rendered.iter().all(|f| f.name != "$KLError"));
     }
 }
@@ -49,23 +48,32 @@ pub fn indicators(data: &[u8]) {
 }
 
 /// An NDJSON line, any bytes: reading a field never panics, and writing
-/// fields onto an object gives an object with every other member's raw text
-/// unchanged, whether the fields are spliced in or replace existing ones.
+/// fields onto an object (read leniently) gives an object holding the new
+/// members, every other member's raw text unchanged, and no old `$KL`
+/// member when those are cleared.
 pub fn ndjson_line(data: &[u8]) {
     let line = data.split(|b| *b == b'\n').next().unwrap_or_default();
-    let Some(event) = RawEvent::parse(line) else { return };
+    let readable = event::lenient(line);
+    let Some(event) = RawEvent::parse(&readable) else { return };
     for path in ["indicator", "source.ip", "/source/ip", "a.0.b"] {
         let _ = FieldPath::parse(path).expect("valid path").get(&event);
     }
     let first = event.keys().next().map(str::to_owned);
-    let mut cases = vec![Map::from_iter([("kl_fuzz".to_owned(), json!({"zone": "Red"}))])];
+    let mut cases =
+        vec![Output { members: Map::from_iter([("kl_fuzz".to_owned(), json!({"zone": "Red"}))]), clear_kl: false }];
     if let Some(k) = &first {
-        cases.push(Map::from_iter([(k.clone(), json!("replaced")), ("kl_fuzz".to_owned(), json!(1))]));
+        cases.push(Output {
+            members: Map::from_iter([(k.clone(), json!("replaced")), ("kl_fuzz".to_owned(), json!(1))]),
+            clear_kl: false,
+        });
     }
-    for additions in cases {
-        let out = kl_schema::event::write(line, &event, &additions);
-        let after = RawEvent::parse(&out).unwrap_or_else(|| panic!("not an object: {}", String::from_utf8_lossy(&out)));
-        for (k, v) in &additions {
+    cases.push(Output { members: Map::from_iter([("$KLZone".to_owned(), json!("Grey"))]), clear_kl: true });
+    for output in cases {
+        let out = event::apply(line, &event, &output);
+        let out_readable = event::lenient(&out);
+        let after = RawEvent::parse(&out_readable)
+            .unwrap_or_else(|| panic!("not an object: {}", String::from_utf8_lossy(&out)));
+        for (k, v) in &output.members {
             if k == "threat" {
                 continue;
             }
@@ -73,7 +81,10 @@ pub fn ndjson_line(data: &[u8]) {
             assert_eq!(serde_json::from_str::<Value>(written.get()).ok().as_ref(), Some(v), "{k}");
         }
         for k in event.keys() {
-            if !additions.contains_key(k) {
+            let cleared = output.clear_kl && k.starts_with("$KL");
+            if cleared && !output.members.contains_key(k) {
+                assert!(after.get(k).is_none(), "{k} was not cleared");
+            } else if !output.members.contains_key(k) {
                 assert_eq!(after.get(k).map(|v| v.get()), event.get(k).map(|v| v.get()), "{k} changed");
             }
         }

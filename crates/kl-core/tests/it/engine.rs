@@ -6,20 +6,31 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kl_core::{Answer, Backend, Engine, EngineOptions, Error, Function, Indicator, LookupFailure, Outcome};
+use kl_core::store::{SqliteStore, Store};
+use kl_core::{
+    Answer, Backend, BackendInfo, Engine, EngineOptions, Error, Fetched, Function, Indicator, LookupFailure, Outcome,
+};
 use serde_json::json;
 
-/// Answers after `latency`, with scripted failures first.
+/// Answers after `latency`, with scripted failures first; `grey` addresses
+/// are not found.
 #[derive(Debug, Default)]
 struct Scripted {
     latency: Duration,
     calls: AtomicUsize,
     failures: Mutex<Vec<Error>>,
+    grey: Vec<&'static str>,
+}
+
+impl Scripted {
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
 }
 
 #[async_trait]
 impl Backend for Scripted {
-    async fn fetch(&self, _: Function, indicator: &Indicator) -> Result<Answer, LookupFailure> {
+    async fn fetch(&self, _: Function, indicator: &Indicator) -> Result<Fetched, LookupFailure> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.latency).await;
         let next = {
@@ -28,8 +39,17 @@ impl Backend for Scripted {
         };
         match next {
             Some(e) => Err(e),
-            None => Ok(Answer::Data(json!({"IpGeneralInfo": {"Ip": indicator.as_str()}}))),
+            None if self.grey.contains(&indicator.as_str()) => Ok(Answer::NotFound.into()),
+            None => Ok(Answer::Data(json!({"IpGeneralInfo": {"Ip": indicator.as_str()}}).into()).into()),
         }
+    }
+
+    fn cache_scope(&self) -> String {
+        "scripted".to_owned()
+    }
+
+    fn info(&self) -> BackendInfo {
+        BackendInfo { name: "scripted", endpoint: String::new(), auth: "none" }
     }
 }
 
@@ -44,6 +64,11 @@ fn opts(concurrency: usize) -> EngineOptions {
     }
 }
 
+fn ip_of(o: &Outcome) -> String {
+    let Outcome::Data(v) = o else { panic!("{o:?}") };
+    v.value()["IpGeneralInfo"]["Ip"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test(start_paused = true)]
 async fn concurrency_is_bounded_and_reached() {
     let backend = Arc::new(Scripted { latency: Duration::from_millis(10), ..Default::default() });
@@ -54,15 +79,16 @@ async fn concurrency_is_bounded_and_reached() {
         raws.extend(ips.iter().map(String::as_str));
     }
     let started = tokio::time::Instant::now();
-    let out = engine.lookup_batch(Function::IpReport, &raws).await;
+    let out = engine.lookup_all(Function::IpReport, &raws).await;
     assert_eq!(out.len(), 2000);
-    assert_eq!(backend.calls.load(Ordering::SeqCst), 200);
-    assert_eq!(engine.stats().max_in_flight, 8);
+    assert_eq!(backend.calls(), 200);
+    let s = engine.stats();
+    assert_eq!(s.max_in_flight, 8);
+    assert_eq!((s.requests, s.reused, s.cache_hits), (200, 1800, 0), "{s:?}");
     // 200 lookups, 8 at a time, 10 ms each: 25 rounds.
     assert_eq!(started.elapsed(), Duration::from_millis(250));
     for (raw, o) in raws.iter().zip(&out) {
-        let Outcome::Data(v) = o else { panic!("{o:?}") };
-        assert_eq!(v["IpGeneralInfo"]["Ip"], *raw);
+        assert_eq!(ip_of(o), *raw);
     }
 }
 
@@ -73,11 +99,79 @@ async fn concurrent_askers_share_one_request() {
     let (a, b) =
         tokio::join!(engine.lookup(Function::IpReport, "8.8.8.8"), engine.lookup(Function::IpReport, " 8.8.8.8 "));
     assert_eq!(a, b);
-    assert_eq!(backend.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(backend.calls(), 1);
     assert_eq!(engine.stats().reused, 1);
+    // Later, from the memo.
+    engine.lookup(Function::IpReport, "8.8.8.8").await;
+    assert_eq!((backend.calls(), engine.stats().reused), (1, 2));
     // The same indicator under another function is another request.
     engine.lookup(Function::IpReportFile, "8.8.8.8").await;
-    assert_eq!(backend.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(backend.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_are_asked_again_once_their_lifetime_has_passed() {
+    let backend = Arc::new(Scripted { grey: vec!["9.9.9.9"], ..Default::default() });
+    let engine = Engine::new(
+        backend.clone(),
+        EngineOptions { ttl: Duration::from_secs(2), grey_ttl: Duration::from_secs(1), ..opts(4) },
+    );
+    let both = || async {
+        (engine.lookup(Function::IpReport, "8.8.8.8").await, engine.lookup(Function::IpReport, "9.9.9.9").await)
+    };
+    let (data, grey) = both().await;
+    assert!(matches!(data, Outcome::Data(_)));
+    assert_eq!(grey, Outcome::NotFound);
+    assert_eq!(backend.calls(), 2);
+    tokio::time::advance(Duration::from_millis(900)).await;
+    both().await;
+    assert_eq!(backend.calls(), 2, "both still fresh");
+    tokio::time::advance(Duration::from_millis(200)).await;
+    both().await;
+    assert_eq!(backend.calls(), 3, "Grey is stale after its 1 s, data is not");
+    // t = 2.0 s: the data answer (from 0 s) is stale, the Grey one (asked
+    // again at 1.1 s) is not.
+    tokio::time::advance(Duration::from_millis(900)).await;
+    both().await;
+    assert_eq!(backend.calls(), 4, "data is stale after its 2 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_is_never_remembered_beyond_its_own_request() {
+    let outage = || Error::Status { status: 503, body_excerpt: String::new(), retry_after: None };
+    let backend = Arc::new(Scripted { failures: Mutex::new(vec![outage(), outage()]), ..Default::default() });
+    let engine = Engine::new(backend.clone(), EngineOptions { tries: 1, ..opts(4) });
+    let (a, b) =
+        tokio::join!(engine.lookup(Function::IpReport, "8.8.8.8"), engine.lookup(Function::IpReport, "8.8.8.8"));
+    assert_eq!(a, Outcome::Failed("HTTP 503".into()));
+    assert_eq!(a, b, "an asker that joined the failed request shares its failure");
+    assert_eq!(backend.calls(), 1);
+    assert_eq!(engine.lookup(Function::IpReport, "8.8.8.8").await, Outcome::Failed("HTTP 503".into()));
+    assert_eq!(backend.calls(), 2, "asked again, not answered from memory");
+    assert!(matches!(engine.lookup(Function::IpReport, "8.8.8.8").await, Outcome::Data(_)));
+    assert_eq!(backend.calls(), 3);
+    assert_eq!(engine.stats().errors, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_persistent_store_answers_before_the_backend_and_is_counted_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()));
+    let with_store = || EngineOptions { store: Some(store.clone()), ..opts(4) };
+    let backend = Arc::new(Scripted::default());
+    let first = Engine::new(backend.clone(), with_store());
+    first.lookup_all(Function::IpReport, &["8.8.8.8", "8.8.4.4", "8.8.8.8"]).await;
+    first.flush().await;
+    let s = first.stats();
+    assert_eq!((s.requests, s.cache_hits, s.reused), (2, 0, 1));
+    // A second process: the store answers, nothing is sent.
+    let second = Engine::new(backend.clone(), with_store());
+    let out = second.lookup_all(Function::IpReport, &["8.8.8.8", "8.8.4.4", "8.8.4.4"]).await;
+    assert_eq!(ip_of(&out[0]), "8.8.8.8");
+    assert_eq!(ip_of(&out[1]), "8.8.4.4");
+    let s = second.stats();
+    assert_eq!((s.requests, s.cache_hits, s.reused), (0, 2, 1), "{s:?}");
+    assert_eq!(backend.calls(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -95,6 +189,7 @@ async fn retry_after_is_honoured() {
     assert!(matches!(engine.lookup(Function::IpReport, "8.8.8.8").await, Outcome::Data(_)));
     assert_eq!(started.elapsed(), Duration::from_secs(7));
     assert_eq!(engine.stats().retries, 1);
+    assert_eq!(engine.stats().requests, 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -117,12 +212,29 @@ async fn the_run_deadline_bounds_a_dead_server() {
     let backend = Arc::new(Scripted { latency: Duration::from_secs(3600), ..Default::default() });
     let engine = Engine::new(backend, EngineOptions { deadline: Some(Duration::from_secs(20)), ..opts(2) });
     let started = tokio::time::Instant::now();
-    let out = engine.lookup_batch(Function::IpReport, &["8.8.8.8", "8.8.4.4", "9.9.9.9"]).await;
+    let out = engine.lookup_all(Function::IpReport, &["8.8.8.8", "8.8.4.4", "9.9.9.9"]).await;
     assert_eq!(started.elapsed(), Duration::from_secs(20));
     for o in out {
         assert_eq!(o, Outcome::Failed("run deadline of 20s exceeded".into()));
     }
     assert_eq!(engine.stats().errors, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_deadline_ends_the_lookups_still_open() {
+    let backend = Arc::new(Scripted { latency: Duration::from_secs(3600), ..Default::default() });
+    let engine = Engine::new(backend, EngineOptions { deadline: Some(Duration::from_secs(300)), ..opts(2) });
+    let started = tokio::time::Instant::now();
+    let waiting = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.lookup(Function::IpReport, "8.8.8.8").await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    engine.set_deadline(Duration::from_secs(5), "not answered before shutdown");
+    // A later deadline does not postpone it.
+    engine.set_deadline(Duration::from_secs(50), "later");
+    assert_eq!(waiting.await.unwrap(), Outcome::Failed("not answered before shutdown".into()));
+    assert_eq!(started.elapsed(), Duration::from_secs(6));
 }
 
 /// Records when each request started, in virtual time.
@@ -134,10 +246,18 @@ struct Clocked {
 
 #[async_trait]
 impl Backend for Clocked {
-    async fn fetch(&self, _: Function, _: &Indicator) -> Result<Answer, LookupFailure> {
+    async fn fetch(&self, _: Function, _: &Indicator) -> Result<Fetched, LookupFailure> {
         self.starts.lock().unwrap().push(self.origin.elapsed());
         tokio::time::sleep(Duration::from_millis(10)).await;
-        Ok(Answer::NotFound)
+        Ok(Answer::NotFound.into())
+    }
+
+    fn cache_scope(&self) -> String {
+        "clocked".to_owned()
+    }
+
+    fn info(&self) -> BackendInfo {
+        BackendInfo { name: "clocked", endpoint: String::new(), auth: "none" }
     }
 }
 
@@ -147,9 +267,25 @@ async fn the_first_requests_ramp_up() {
     let engine = Engine::new(backend.clone(), EngineOptions { ramp_step: Duration::from_millis(2), ..opts(4) });
     let ips: Vec<String> = (1..=8).map(|i| format!("1.1.1.{i}")).collect();
     let raws: Vec<&str> = ips.iter().map(String::as_str).collect();
-    engine.lookup_batch(Function::IpReport, &raws).await;
+    engine.lookup_all(Function::IpReport, &raws).await;
     let starts = backend.starts.lock().unwrap().clone();
     let ms: Vec<u128> = starts.iter().map(Duration::as_millis).collect();
     // Four slots: the first four start 2 ms apart, the rest as slots free up.
     assert_eq!(ms, [0, 2, 4, 6, 10, 12, 14, 16]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_distinct_indicators_keep_the_memo_within_its_budget() {
+    let backend = Arc::new(Scripted::default());
+    let budget = 2 << 20;
+    let engine = Engine::new(backend.clone(), EngineOptions { memo_bytes: budget, ..opts(64) });
+    let ips: Vec<String> = (0..50_000u32).map(|i| format!("11.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255)).collect();
+    for chunk in ips.chunks(5000) {
+        let raws: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        engine.lookup_all(Function::IpReport, &raws).await;
+    }
+    let (entries, bytes) = engine.memo_usage();
+    assert!(bytes <= budget, "{bytes} > {budget}");
+    assert!(entries > 1000, "{entries}");
+    assert_eq!(backend.calls(), 50_000);
 }

@@ -58,7 +58,7 @@ async fn request_shape_per_function() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(&token_config(dir.path(), &api(&server)));
         let out = engine.lookup(function, raw).await;
-        assert_eq!(out, Outcome::Data(std::sync::Arc::new(json!({"Zone": "Red"}))), "{function}");
+        assert_eq!(out, Outcome::Data(json!({"Zone": "Red"}).into()), "{function}");
         // The raw request: exactly one path segment after the type, and no count=.
         let reqs = server.received_requests().await.unwrap();
         assert_eq!(reqs.len(), 1);
@@ -156,7 +156,7 @@ async fn unauthorised_stops_the_run() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine(&token_config(dir.path(), &api(&server)));
         assert_eq!(engine.lookup(Function::IpReport, "4.4.4.4").await, Outcome::Failed(reason.into()));
-        let later = engine.lookup_batch(Function::IpReport, &["5.5.5.5", "6.6.6.6"]).await;
+        let later = engine.lookup_all(Function::IpReport, &["5.5.5.5", "6.6.6.6"]).await;
         for o in later {
             let Outcome::Failed(msg) = o else { panic!("{o:?}") };
             assert!(msg.contains(reason) && msg.starts_with("not sent"), "{msg}");
@@ -187,7 +187,7 @@ async fn body_cap_and_garbage_bodies() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &api(&server), "  KASPERSKY_API_TOKEN: t\n  KL_MAX_RESPONSE_BYTES: 1024\n");
     let engine = engine(&cfg);
-    let out = engine.lookup_batch(Function::IpReport, &["7.7.7.1", "7.7.7.2", "7.7.7.3"]).await;
+    let out = engine.lookup_all(Function::IpReport, &["7.7.7.1", "7.7.7.2", "7.7.7.3"]).await;
     assert_eq!(out[0], Outcome::Failed("response larger than 1024 bytes".into()));
     let Outcome::Failed(html) = &out[1] else { panic!("{:?}", out[1]) };
     assert!(html.starts_with("invalid response"), "{html}");
@@ -265,12 +265,14 @@ async fn a_batch_makes_one_request_per_distinct_indicator() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(&token_config(dir.path(), &api(&server)));
     let raws = ["8.8.8.8", " 8.8.8.8", "8.8.4.4", "8.8.8.8 ", "8.8.4.4", "10.0.0.1", "8.8.8.8"];
-    let out = engine.lookup_batch(Function::IpReport, &raws).await;
+    let out = engine.lookup_all(Function::IpReport, &raws).await;
     assert_eq!(out.len(), raws.len());
     for (raw, o) in raws.iter().zip(&out) {
         match (raw.trim(), o) {
             ("10.0.0.1", Outcome::Skipped(_)) => {}
-            (ip, Outcome::Data(v)) => assert_eq!(v["IpGeneralInfo"]["Ip"], ip, "each event gets its own answer"),
+            (ip, Outcome::Data(v)) => {
+                assert_eq!(v.value()["IpGeneralInfo"]["Ip"], ip, "each event gets its own answer")
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -1,10 +1,10 @@
 //! The client identity PEM: accepted forms and clear refusals.
 
-use kl_core::HttpBackend;
+use kl_core::backend::TipBackend;
 
 use crate::support::*;
 
-fn build(dir: &std::path::Path, pem: &std::path::Path) -> Result<HttpBackend, kl_core::ConfigError> {
+fn build(dir: &std::path::Path, pem: &std::path::Path) -> Result<TipBackend, kl_core::ConfigError> {
     let cfg = config(
         dir,
         "https://tip.example.com/api",
@@ -13,7 +13,7 @@ fn build(dir: &std::path::Path, pem: &std::path::Path) -> Result<HttpBackend, kl
             pem.display()
         ),
     );
-    HttpBackend::from_config(&cfg)
+    TipBackend::from_config(&cfg)
 }
 
 #[test]

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kl_core::{Config, Engine, EngineOptions, HttpBackend};
+use kl_core::backend::TipBackend;
+use kl_core::{Config, Engine, EngineOptions};
 
 pub const PASSWORD: &str = "pw-9f8e7d-SECRET";
 pub const USER: &str = "kl-user";
@@ -33,7 +34,7 @@ pub fn fast_opts(config: &Config) -> EngineOptions {
 }
 
 pub fn engine(config: &Config) -> Engine {
-    Engine::new(Arc::new(HttpBackend::from_config(config).unwrap()), fast_opts(config))
+    Engine::new(Arc::new(TipBackend::from_config(config).unwrap()), fast_opts(config))
 }
 
 /// A self-signed client certificate and key, in one PEM file.

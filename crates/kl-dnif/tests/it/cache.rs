@@ -20,7 +20,10 @@ async fn a_rerun_is_answered_from_the_cache_beside_the_config() {
     let first = run_kl_dnif(&args, &input, &[]).await;
     let sent = requests(&server).await;
     assert!(sent > 0);
-    assert!(dir.path().join("cache").join(kl_core::CACHE_FILE).is_file(), "the cache sits in cache/ beside the config");
+    assert!(
+        dir.path().join("cache").join(kl_core::store::CACHE_FILE).is_file(),
+        "the cache sits in cache/ beside the config"
+    );
     let second = run_kl_dnif(&args, &input, &[]).await;
     assert_eq!(requests(&server).await, sent, "the re-run sent no request");
     assert_eq!(parse(&first), parse(&second), "and gave identical output");
@@ -60,7 +63,8 @@ async fn an_unusable_cache_is_bypassed_with_a_warning() {
     let server = fixture_server().await;
     let (dir, cfg) = config_dir(&format!("{}/api", server.uri()), "");
     std::fs::create_dir_all(dir.path().join("cache")).unwrap();
-    std::fs::write(dir.path().join("cache").join(kl_core::CACHE_FILE), b"garbage, not SQLite".repeat(200)).unwrap();
+    std::fs::write(dir.path().join("cache").join(kl_core::store::CACHE_FILE), b"garbage, not SQLite".repeat(200))
+        .unwrap();
     let out =
         run_kl_dnif(&["--config", cfg.to_str().unwrap(), "get_ip_report", "$SrcIP"], br#"[{"$SrcIP":"8.8.8.8"}]"#, &[])
             .await;

@@ -1,10 +1,9 @@
 //! The array contract for all seven functions over the sample batches.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-
-use kl_core::{Function, Indicator, Outcome, ReplayBackend};
+use kl_core::backend::ReplayBackend;
+use kl_core::{Body, Function, Indicator, Outcome};
 use serde_json::{Value, json};
+use std::collections::HashSet;
 
 use crate::*;
 
@@ -16,7 +15,7 @@ fn expected(function: Function, raw: &Value) -> Vec<(String, Value)> {
             Err(e) => Outcome::Failed(e.to_string()),
             Ok(i) if i.is_private_or_reserved() => Outcome::Skipped("private or reserved address".into()),
             Ok(i) => match std::fs::read_to_string(ReplayBackend::path_for(&fixtures().join("responses"), &i)) {
-                Ok(text) => Outcome::Data(Arc::new(serde_json::from_str(&text).unwrap())),
+                Ok(text) => Outcome::Data(Body::from_json(&text).unwrap()),
                 Err(_) => Outcome::NotFound,
             },
         },

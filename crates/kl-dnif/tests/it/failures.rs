@@ -191,7 +191,7 @@ async fn any_valid_event_passes_byte_for_byte_with_fields_added() {
         "{text}"
     );
     assert!(
-        text.contains(r#"{"$SrcIP":"8.8.8.8","$KLZone":"Green","#),
+        text.contains(r#"{"$SrcIP": "8.8.8.8","$KLZone": "Green","#),
         "an existing $KLZone is replaced in place, once: {text}"
     );
     assert_eq!(text.matches("stale").count() + text.matches("twice").count(), 0);

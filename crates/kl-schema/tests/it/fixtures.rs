@@ -2,13 +2,11 @@
 //! reviewed snapshot per pair. The snapshot is the event as an analyst
 //! would see it: the `$KL` fields in output order.
 
-use std::sync::Arc;
-
 use kl_model::{Function, Outcome};
 use serde_json::{Map, Value};
 
 fn event_fields(function: Function, response: Value) -> Map<String, Value> {
-    kl_schema::render(function, &Outcome::Data(Arc::new(response))).into_iter().map(|f| (f.name, f.value)).collect()
+    kl_schema::render(function, &Outcome::Data(response.into())).into_iter().map(|f| (f.name, f.value)).collect()
 }
 
 fn snapshot_all(function: Function) {

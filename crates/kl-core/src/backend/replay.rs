@@ -18,12 +18,10 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use kl_model::Answer;
+use kl_model::{Answer, Function, Indicator};
 
-use crate::backend::{Backend, LookupFailure, decode_body};
+use super::{Backend, BackendInfo, Fetched, LookupFailure, decode_body};
 use crate::error::Error;
-use kl_model::Function;
-use kl_model::Indicator;
 
 /// Answers lookups from a directory of recorded responses.
 #[derive(Debug, Clone)]
@@ -55,22 +53,26 @@ const MAX_FILE_NAME: usize = 250;
 
 #[async_trait]
 impl Backend for ReplayBackend {
-    async fn fetch(&self, function: Function, indicator: &Indicator) -> Result<Answer, LookupFailure> {
+    async fn fetch(&self, function: Function, indicator: &Indicator) -> Result<Fetched, LookupFailure> {
         if indicator.path_segment().len() + ".json".len() > MAX_FILE_NAME {
-            return Ok(Answer::NotFound);
+            return Ok(Answer::NotFound.into());
         }
         let path = ReplayBackend::path_for(&self.dir, indicator);
         let body = match tokio::fs::read(&path).await {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Answer::NotFound),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Answer::NotFound.into()),
             Err(e) => {
                 return Err(Error::Replay { message: format!("cannot read {}: {e}", path.display()) });
             }
         };
-        let mut value = decode_body(&body)?;
-        if let Some(map) = value.as_object_mut() {
-            map.retain(|k, _| function.sections().contains(&k.as_str()));
-        }
-        Ok(Answer::Data(value))
+        decode_body(&body, Some(function.sections()))
+    }
+
+    fn cache_scope(&self) -> String {
+        format!("replay|{}", self.dir.display())
+    }
+
+    fn info(&self) -> BackendInfo {
+        BackendInfo { name: "replay", endpoint: self.dir.display().to_string(), auth: "none" }
     }
 }

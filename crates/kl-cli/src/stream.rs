@@ -1,0 +1,735 @@
+//! NDJSON enrichment: one line out per line in, in input order.
+//!
+//! - A line is read (up to a length cap), its indicator fields are looked
+//!   up, and it is written back with the answers added (kl-schema decides
+//!   how). Answers the engine holds in memory are written at once; other
+//!   lines wait for their lookups on a task of their own, so lookups of
+//!   different lines run concurrently.
+//! - The writer takes lines in input order. A line leaves as soon as it and
+//!   every earlier line are done, and the output is flushed whenever the
+//!   next line is not done yet: no line waits for a later one.
+//! - At most `window` lines and a byte budget are in flight, so memory is
+//!   bounded however long the stream runs.
+//! - On a signal the reader stops, the lines already read are finished
+//!   (within the drain time) and written, and the run ends normally.
+//! - If the output is closed, reading stops; the summary says how many
+//!   lines were written and how many were not.
+//!
+//! A line is counted (enriched, error, skipped, passed through) only once
+//! it has been flushed to the output.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use kl_core::Pending;
+use kl_model::{Function, FunctionChoice, Outcome};
+use kl_schema::Style;
+use kl_schema::event::{self, FieldPath, RawEvent, raw_string, raw_type};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::setup::Assembled;
+
+/// An indicator field, and where its answer goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    pub path: FieldPath,
+    /// The key this field's answer is written under, when given (`PATH=TARGET`).
+    pub target: Option<String>,
+}
+
+impl std::str::FromStr for Field {
+    type Err = String;
+
+    /// `PATH` or `PATH=TARGET` (split at the last `=`).
+    fn from_str(spec: &str) -> Result<Field, String> {
+        let (path, target) = match spec.rsplit_once('=') {
+            Some((path, target)) => (path, Some(target.trim())),
+            None => (spec, None),
+        };
+        if target == Some("") {
+            return Err(format!("--field {spec:?}: the target after '=' is empty"));
+        }
+        Ok(Field { path: FieldPath::parse(path)?, target: target.map(str::to_owned) })
+    }
+}
+
+/// What `enrich` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub function: FunctionChoice,
+    pub fields: Vec<Field>,
+    pub style: Style,
+    /// The key nested and ECS output write under, for a field without a target.
+    pub target: String,
+    /// Lines in flight, at most.
+    pub window: usize,
+    /// Longer lines are passed through unread, in pieces.
+    pub max_line: usize,
+    /// A progress display on stderr.
+    pub progress: bool,
+}
+
+impl Settings {
+    /// Refuses combinations that would lose data: a target that would
+    /// overwrite an indicator, an empty target, two answers for one key.
+    pub fn check(&self) -> Result<(), String> {
+        if self.fields.is_empty() {
+            return Err("no --field given; name the key that holds the indicator".to_owned());
+        }
+        let several = self.fields.len() > 1;
+        if several && self.style != Style::Ecs {
+            if let Some(f) = self.fields.iter().find(|f| f.target.is_none()) {
+                return Err(format!(
+                    "with several --field options in the {} style, each needs its own target: --field {}=TARGET",
+                    style_name(self.style),
+                    f.path.as_str()
+                ));
+            }
+        }
+        let mut targets: Vec<&str> = Vec::new();
+        for f in &self.fields {
+            let target = match (&f.target, self.style) {
+                (Some(t), _) => t.as_str(),
+                (None, Style::Kl) => continue,
+                (None, _) => self.target.as_str(),
+            };
+            if target.trim().is_empty() {
+                return Err("the target key is empty; name the key the answer goes under".to_owned());
+            }
+            if let Some(clash) = self.fields.iter().find(|other| other.path.top() == target) {
+                return Err(format!(
+                    "the target {target:?} would overwrite the indicator field {:?}; choose another target",
+                    clash.path.as_str()
+                ));
+            }
+            if f.target.is_some() && targets.contains(&target) {
+                return Err(format!("the target {target:?} is given to two fields; each needs its own"));
+            }
+            targets.push(target);
+        }
+        Ok(())
+    }
+}
+
+fn style_name(style: Style) -> &'static str {
+    match style {
+        Style::Kl => "kl",
+        Style::Nested => "nested",
+        Style::Ecs => "ecs",
+    }
+}
+
+/// Counts of a run, for the summary.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Lines read.
+    pub lines: u64,
+    /// Lines written (flushed) to the output.
+    pub written: u64,
+    pub enriched: u64,
+    pub errors: u64,
+    pub skipped: u64,
+    /// Lines written back unchanged: not a JSON object, or no field.
+    pub passed: u64,
+    /// Of those, lines that could not be read even leniently (bytes that are
+    /// not UTF-8 in a line that is otherwise an object).
+    pub unreadable: u64,
+    /// The output was closed before every line read was written.
+    pub output_closed: bool,
+    /// The signal that stopped the reading, if one did.
+    pub interrupted: Option<&'static str>,
+}
+
+impl Summary {
+    /// Lines read and not written (the output was closed).
+    pub fn unwritten(&self) -> u64 {
+        self.lines.saturating_sub(self.written)
+    }
+
+    /// The closing summary: the lines by how they went, then the engine's
+    /// counts. `requests` are requests sent (retries included); `cache
+    /// hits` were answered by the persistent cache; `reused` were answered
+    /// in this run without either (an indicator seen before).
+    pub fn describe(&self, stats: &kl_core::Stats) -> String {
+        let unreadable = if self.unreadable > 0 { format!(" ({} unreadable)", self.unreadable) } else { String::new() };
+        let quota = stats.quota.map(|(used, quota)| format!(", quota {used}/{quota} today")).unwrap_or_default();
+        format!(
+            "{} lines, {} enriched, {} errors, {} skipped, {} passed through{unreadable}; {} requests, {} cache hits, {} reused in this run, {} retries{quota}",
+            self.lines,
+            self.enriched,
+            self.errors,
+            self.skipped,
+            self.passed,
+            stats.requests,
+            stats.cache_hits,
+            stats.reused,
+            stats.retries,
+        )
+    }
+}
+
+/// How a line went, for the counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Enriched,
+    Error,
+    Skipped,
+    Passed,
+    Unreadable,
+    /// A piece of an over-long line other than its last: not a line.
+    Piece,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    enriched: AtomicU64,
+    errors: AtomicU64,
+    skipped: AtomicU64,
+    passed: AtomicU64,
+    unreadable: AtomicU64,
+    written: AtomicU64,
+    warned_unreadable: AtomicBool,
+}
+
+impl Counters {
+    fn count(&self, class: Class) {
+        let c = match class {
+            Class::Piece => return,
+            Class::Enriched => &self.enriched,
+            Class::Error => &self.errors,
+            Class::Skipped => &self.skipped,
+            Class::Passed => &self.passed,
+            Class::Unreadable => {
+                self.passed.fetch_add(1, Ordering::Relaxed);
+                &self.unreadable
+            }
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        self.written.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct Shared {
+    assembled: Assembled,
+    settings: Settings,
+    counters: Counters,
+}
+
+/// One line's output (or a piece of an over-long line): ready now, or once
+/// its lookups are done. It holds its share of the byte budget until written.
+struct Slot {
+    output: Output,
+    _budget: OwnedSemaphorePermit,
+}
+
+enum Output {
+    Ready(Vec<u8>, Class),
+    /// The task's result; the line itself, should the task fail.
+    Pending(JoinHandle<(Vec<u8>, Class)>, Arc<Vec<u8>>),
+}
+
+impl Output {
+    fn is_done(&self) -> bool {
+        match self {
+            Output::Ready(..) => true,
+            Output::Pending(task, _) => task.is_finished(),
+        }
+    }
+
+    async fn resolve(self) -> (Vec<u8>, Class) {
+        match self {
+            Output::Ready(bytes, class) => (bytes, class),
+            Output::Pending(task, line) => match task.await {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!("enriching a line failed ({e}); it is written unchanged");
+                    (line.to_vec(), Class::Error)
+                }
+            },
+        }
+    }
+}
+
+/// Bytes of input held at once, at least: lines in flight stay within this
+/// (and within the window's count), however long the stream runs.
+const BYTE_BUDGET: usize = 32 << 20;
+
+/// Over-long lines travel in pieces of this size.
+const PIECE: usize = 64 << 10;
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Runs the stream to the end of `input`, or until `shutdown` resolves (with
+/// the signal's name) or the output is closed.
+pub async fn run<R, W, S>(
+    assembled: Assembled,
+    settings: Settings,
+    input: R,
+    output: W,
+    shutdown: S,
+) -> anyhow::Result<Summary>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+    S: Future<Output = &'static str> + Send,
+{
+    let (tx, rx) = mpsc::channel::<Slot>(settings.window.max(1));
+    let budget_bytes = BYTE_BUDGET.max(2 * settings.max_line);
+    let budget = Arc::new(Semaphore::new(budget_bytes));
+    let progress = settings.progress.then(progress_bar);
+    let shared = Arc::new(Shared { assembled, settings, counters: Counters::default() });
+    let writer = tokio::spawn(write_lines(rx, output, progress.clone(), shared.clone()));
+
+    let mut reader = Reader {
+        input: BufReader::with_capacity(1 << 16, input),
+        shared: shared.clone(),
+        tx,
+        budget,
+        budget_bytes,
+        shutdown: Box::pin(shutdown),
+        interrupted: None,
+        lines: 0,
+        warned_long: false,
+    };
+    let read_result = reader.read_all().await;
+    let (lines, interrupted) = (reader.lines, reader.interrupted);
+    drop(reader);
+    let write_result = writer.await?;
+    shared.assembled.engine.flush().await;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    read_result.map_err(|e| anyhow::Error::new(e).context("cannot read the input"))?;
+    let output_closed = match write_result {
+        Ok(()) => false,
+        Err(e) if is_closed(&e) => true,
+        Err(e) => return Err(anyhow::Error::new(e).context("cannot write the output")),
+    };
+    let c = &shared.counters;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    Ok(Summary {
+        lines,
+        written: load(&c.written),
+        enriched: load(&c.enriched),
+        errors: load(&c.errors),
+        skipped: load(&c.skipped),
+        passed: load(&c.passed),
+        unreadable: load(&c.unreadable),
+        output_closed,
+        interrupted,
+    })
+}
+
+/// Whether a write failed because the reader of the output is gone.
+fn is_closed(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+    )
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos} lines {per_sec} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar
+}
+
+struct Reader<R, S> {
+    input: BufReader<R>,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Slot>,
+    budget: Arc<Semaphore>,
+    budget_bytes: usize,
+    shutdown: std::pin::Pin<Box<S>>,
+    interrupted: Option<&'static str>,
+    lines: u64,
+    warned_long: bool,
+}
+
+/// Why the reader stopped early.
+enum Stop {
+    /// The writer is gone (the output was closed).
+    Closed,
+}
+
+impl<R: AsyncRead + Unpin, S: Future<Output = &'static str>> Reader<R, S> {
+    /// Reads lines until the end of the input, a signal, or a closed output.
+    async fn read_all(&mut self) -> std::io::Result<()> {
+        let max_line = self.shared.settings.max_line;
+        let mut line = Vec::new();
+        loop {
+            let read = tokio::select! {
+                biased;
+                signal = self.shutdown.as_mut(), if self.interrupted.is_none() => {
+                    self.interrupt(signal);
+                    Ok(true)
+                }
+                r = read_bounded(&mut self.input, &mut line, max_line) => r,
+            };
+            let complete = read?;
+            if line.is_empty() {
+                return Ok(());
+            }
+            self.lines += 1;
+            if self.lines == 1 && line.starts_with(BOM) {
+                line.drain(..BOM.len());
+            }
+            let result = if self.interrupted.is_some() {
+                // A line cut short by the signal goes out as it came.
+                self.send(Output::Ready(std::mem::take(&mut line), Class::Passed), 1).await
+            } else if complete {
+                let bytes = line.len();
+                self.send(prepare(&self.shared, std::mem::take(&mut line), self.lines), bytes).await
+            } else {
+                self.pass_long_line(std::mem::take(&mut line)).await?
+            };
+            if matches!(result, Err(Stop::Closed)) || self.interrupted.is_some() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn interrupt(&mut self, signal: &'static str) {
+        self.interrupted = Some(signal);
+        self.shared.assembled.start_drain(signal);
+    }
+
+    /// Waits for `fut`; a signal meanwhile starts the drain, and the wait
+    /// goes on (what was read is still written).
+    async fn or_signal<T>(&mut self, fut: impl Future<Output = T>) -> T {
+        let mut fut = std::pin::pin!(fut);
+        if self.interrupted.is_none() {
+            tokio::select! {
+                biased;
+                out = fut.as_mut() => return out,
+                signal = self.shutdown.as_mut() => self.interrupt(signal),
+            }
+        }
+        fut.await
+    }
+
+    /// Hands a line to the writer, within the window and the byte budget.
+    async fn send(&mut self, output: Output, bytes: usize) -> Result<(), Stop> {
+        let n = bytes.clamp(1, self.budget_bytes) as u32;
+        let budget = self.budget.clone();
+        let permit = self.or_signal(budget.acquire_many_owned(n)).await.map_err(|_| Stop::Closed)?;
+        let tx = self.tx.clone();
+        let slot = self.or_signal(tx.reserve()).await.map_err(|_| Stop::Closed)?;
+        slot.send(Slot { output, _budget: permit });
+        Ok(())
+    }
+
+    /// A line too long to look at: passed through as it comes, in pieces
+    /// (one warning per run). The line counts once, with its last piece.
+    async fn pass_long_line(&mut self, first: Vec<u8>) -> std::io::Result<Result<(), Stop>> {
+        if !self.warned_long {
+            self.warned_long = true;
+            tracing::warn!(
+                "line {} is longer than {} bytes and is passed through without enrichment",
+                self.lines,
+                self.shared.settings.max_line
+            );
+        }
+        let mut piece = first;
+        loop {
+            let mut next = Vec::new();
+            let done = if self.interrupted.is_some() {
+                true
+            } else {
+                tokio::select! {
+                    biased;
+                    signal = self.shutdown.as_mut() => {
+                        self.interrupt(signal);
+                        true
+                    }
+                    r = read_bounded(&mut self.input, &mut next, PIECE) => r?,
+                }
+            };
+            let last = done && next.is_empty();
+            let class = if last { Class::Passed } else { Class::Piece };
+            if let Err(stop) = self.send(Output::Ready(std::mem::replace(&mut piece, next), class), PIECE).await {
+                return Ok(Err(stop));
+            }
+            if last {
+                return Ok(Ok(()));
+            }
+            if done {
+                return Ok(self.send(Output::Ready(piece, Class::Passed), PIECE).await);
+            }
+        }
+    }
+}
+
+/// One indicator field of a line.
+struct Ask {
+    field: usize,
+    function: Function,
+    raw: String,
+}
+
+/// Its answer: known now, or to be waited for.
+enum State {
+    Now(Outcome),
+    Later(Pending),
+}
+
+/// The line without its ending, and the ending (`\n`, `\r\n` or none).
+fn split_ending(line: &[u8]) -> usize {
+    if line.ends_with(b"\r\n") {
+        line.len() - 2
+    } else if line.ends_with(b"\n") {
+        line.len() - 1
+    } else {
+        line.len()
+    }
+}
+
+/// Looks at one line: what it asks, and its output now or a task for it.
+fn prepare(shared: &Arc<Shared>, line: Vec<u8>, number: u64) -> Output {
+    let content = split_ending(&line);
+    let readable = event::lenient(&line[..content]);
+    let Some(event) = RawEvent::parse(&readable) else {
+        let lenient_failed = matches!(readable, std::borrow::Cow::Owned(_))
+            && readable.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        if lenient_failed {
+            if !shared.counters.warned_unreadable.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "line {number} holds bytes that are not UTF-8 and cannot be read as a JSON object; it is passed through unchanged (the summary counts such lines)"
+                );
+            }
+            return Output::Ready(line, Class::Unreadable);
+        }
+        return Output::Ready(line, Class::Passed);
+    };
+    let asks = asks(shared, &line[..content], &event);
+    if asks.is_empty() {
+        drop(event);
+        return Output::Ready(line, Class::Passed);
+    }
+    if asks.iter().all(|(_, state)| matches!(state, State::Now(_))) {
+        let done: Vec<(Ask, Outcome)> = asks
+            .into_iter()
+            .filter_map(|(ask, state)| match state {
+                State::Now(o) => Some((ask, o)),
+                State::Later(_) => None,
+            })
+            .collect();
+        let (bytes, class) = finish(shared, &line, content, &event, &done);
+        return Output::Ready(bytes, class);
+    }
+    drop(event);
+    let line = Arc::new(line);
+    let shared = shared.clone();
+    let task_line = line.clone();
+    let task = tokio::spawn(async move {
+        let mut outcomes = Vec::with_capacity(asks.len());
+        for (ask, state) in asks {
+            let outcome = match state {
+                State::Now(o) => o,
+                State::Later(p) => shared.assembled.engine.wait(p).await,
+            };
+            outcomes.push((ask, outcome));
+        }
+        let line = &task_line;
+        let content = split_ending(line);
+        let readable = event::lenient(&line[..content]);
+        match RawEvent::parse(&readable) {
+            Some(event) => finish(&shared, line, content, &event, &outcomes),
+            None => (line.to_vec(), Class::Passed),
+        }
+    });
+    Output::Pending(task, line)
+}
+
+/// The indicator fields a line holds, each answered from memory or pending.
+fn asks(shared: &Shared, original: &[u8], event: &RawEvent<'_>) -> Vec<(Ask, State)> {
+    let s = &shared.settings;
+    let engine = &shared.assembled.engine;
+    let mut out = Vec::new();
+    for (i, field) in s.fields.iter().enumerate() {
+        let Some(value) = field.path.get(event) else { continue };
+        let failed = |function, raw: String, reason: String| {
+            (Ask { field: i, function, raw }, State::Now(Outcome::Failed(reason)))
+        };
+        let Some(text) = raw_string(value) else {
+            let outcome = Outcome::not_a_string(s.function.object(), raw_type(value));
+            out.push((Ask { field: i, function: Function::IpReport, raw: String::new() }, State::Now(outcome)));
+            continue;
+        };
+        if std::str::from_utf8(&original[event.span_of(value)]).is_err() {
+            out.push(failed(Function::IpReport, text, "the indicator is not valid UTF-8".to_owned()));
+            continue;
+        }
+        let function = match s.function.resolve(&text) {
+            Ok(f) => f,
+            Err(reason) => {
+                out.push(failed(Function::IpReport, text, reason));
+                continue;
+            }
+        };
+        let state = match engine.lookup_now(function, &text) {
+            Ok(outcome) => State::Now(outcome),
+            Err(pending) => State::Later(pending),
+        };
+        out.push((Ask { field: i, function, raw: text }, state));
+    }
+    out
+}
+
+/// The line with the answers written on, and how it went.
+fn finish(
+    shared: &Shared,
+    line: &[u8],
+    content: usize,
+    event: &RawEvent<'_>,
+    done: &[(Ask, Outcome)],
+) -> (Vec<u8>, Class) {
+    let s = &shared.settings;
+    let items: Vec<kl_schema::Item<'_>> = done
+        .iter()
+        .map(|(ask, outcome)| kl_schema::Item {
+            function: ask.function,
+            raw: &ask.raw,
+            field: Some(s.fields[ask.field].path.as_str()),
+            target: s.fields[ask.field].target.as_deref(),
+            outcome,
+        })
+        .collect();
+    let output = kl_schema::output(s.style, &s.target, &items);
+    let mut bytes = event::apply(&line[..content], event, &output);
+    bytes.extend_from_slice(&line[content..]);
+    let class = if done.iter().any(|(_, o)| matches!(o, Outcome::Failed(_))) {
+        Class::Error
+    } else if done.iter().any(|(_, o)| o.is_answer()) {
+        Class::Enriched
+    } else {
+        Class::Skipped
+    };
+    (bytes, class)
+}
+
+/// Reads up to and including the next newline into `buf`, but no more than
+/// `max` bytes. `true` when the line ended (newline or end of input),
+/// `false` when `max` was reached first and the rest is still unread.
+///
+/// Cancel-safe as to the data: what was taken from `r` is in `buf`.
+async fn read_bounded<R: AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>, max: usize) -> std::io::Result<bool> {
+    loop {
+        let available = r.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(true);
+        }
+        let room = max.saturating_sub(buf.len());
+        if let Some(i) = available.iter().position(|b| *b == b'\n') {
+            if i < room {
+                buf.extend_from_slice(&available[..=i]);
+                r.consume(i + 1);
+                return Ok(true);
+            }
+        }
+        let take = available.len().min(room);
+        buf.extend_from_slice(&available[..take]);
+        r.consume(take);
+        if buf.len() >= max {
+            return Ok(false);
+        }
+    }
+}
+
+/// Writes lines in input order. After each line, the output is flushed
+/// unless the next line is already done; lines are counted once flushed.
+async fn write_lines<W: AsyncWrite + Unpin>(
+    mut rx: mpsc::Receiver<Slot>,
+    output: W,
+    progress: Option<indicatif::ProgressBar>,
+    shared: Arc<Shared>,
+) -> std::io::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 16, output);
+    let mut unflushed: Vec<Class> = Vec::new();
+    let mut next: Option<Slot> = None;
+    loop {
+        let slot = match next.take() {
+            Some(s) => s,
+            None => match rx.recv().await {
+                Some(s) => s,
+                None => break,
+            },
+        };
+        let (bytes, class) = slot.output.resolve().await;
+        out.write_all(&bytes).await?;
+        unflushed.push(class);
+        drop(slot._budget);
+        next = rx.try_recv().ok();
+        if !next.as_ref().is_some_and(|s| s.output.is_done()) {
+            out.flush().await?;
+            for class in unflushed.drain(..) {
+                shared.counters.count(class);
+            }
+            if let Some(bar) = &progress {
+                bar.set_position(shared.counters.written.load(Ordering::Relaxed));
+            }
+        }
+    }
+    out.flush().await?;
+    for class in unflushed.drain(..) {
+        shared.counters.count(class);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(fields: &[&str], style: Style) -> Settings {
+        Settings {
+            function: FunctionChoice::Auto,
+            fields: fields.iter().map(|f| f.parse().unwrap()).collect(),
+            style,
+            target: "kaspersky".to_owned(),
+            window: 16,
+            max_line: 1 << 20,
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn field_specs_and_targets() {
+        let f: Field = "source.ip=src_kl".parse().unwrap();
+        assert_eq!((f.path.as_str(), f.target.as_deref()), ("source.ip", Some("src_kl")));
+        let f: Field = "indicator".parse().unwrap();
+        assert_eq!(f.target, None);
+        assert!("source.ip=".parse::<Field>().unwrap_err().contains("empty"));
+        assert!("=x".parse::<Field>().is_err());
+    }
+
+    #[test]
+    fn settings_that_would_lose_data_are_refused() {
+        assert!(settings(&["source.ip", "destination.ip"], Style::Ecs).check().is_ok());
+        for style in [Style::Kl, Style::Nested] {
+            let e = settings(&["source.ip", "destination.ip"], style).check().unwrap_err();
+            assert!(e.contains("each needs its own target"), "{e}");
+            assert!(settings(&["source.ip=s", "destination.ip=d"], style).check().is_ok());
+        }
+        let e = settings(&["indicator"], Style::Nested);
+        assert!(Settings { target: "indicator".into(), ..e.clone() }.check().unwrap_err().contains("overwrite"));
+        assert!(Settings { target: "".into(), ..e.clone() }.check().unwrap_err().contains("empty"));
+        assert!(settings(&["source.ip=source"], Style::Kl).check().unwrap_err().contains("overwrite"));
+        assert!(settings(&["a=x", "b=x"], Style::Nested).check().unwrap_err().contains("two fields"));
+        assert!(Settings { target: "source".into(), ..settings(&["source.ip"], Style::Ecs) }.check().is_err());
+        assert!(settings(&["indicator"], Style::Kl).check().is_ok());
+    }
+
+    #[test]
+    fn line_endings_are_found() {
+        assert_eq!(split_ending(b"{}\r\n"), 2);
+        assert_eq!(split_ending(b"{}\n"), 2);
+        assert_eq!(split_ending(b"{}"), 2);
+    }
+}

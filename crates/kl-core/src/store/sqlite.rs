@@ -1,0 +1,504 @@
+//! The SQLite store: one database file in a folder, shared by processes.
+//!
+//! One row per key holds the raw answer (the sections as JSON text, or "not
+//! found") and when it expires. Several processes share the file safely
+//! (WAL mode; DNIF runs lookups in parallel).
+//!
+//! No SQLite call runs on an async runtime's worker threads: one dedicated
+//! thread owns the connection and serves reads and writes in the order they
+//! were asked (so lookups reach the API in the order events came). Writes
+//! are committed in batches: at least once a second, on [`Store::flush`],
+//! and when the store is dropped. A read sees the writes not yet committed.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use kl_model::{Answer, Body};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::Store;
+
+/// The database file inside the cache folder.
+pub const CACHE_FILE: &str = "kl-cache.sqlite3";
+
+/// The XDG cache folder for kl: `$XDG_CACHE_HOME/kl`, else `~/.cache/kl`.
+pub fn xdg_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("kl"))
+}
+
+/// Milliseconds since the Unix epoch: stored times are wall-clock times,
+/// since other processes read them.
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Answers are committed once this many are waiting…
+const BATCH_ROWS: usize = 256;
+/// …or once the oldest has waited this long.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long opening the database may wait for other processes' locks.
+const OPEN_PATIENCE: Duration = Duration::from_secs(15);
+
+/// The persistent cache in a folder.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    /// To the database thread; `None` when the database is unusable. A std
+    /// mutex around the sender: held only to send one message.
+    worker: Option<Mutex<Sender<Msg>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    warned: Arc<AtomicBool>,
+}
+
+#[derive(Debug)]
+struct Row {
+    key: String,
+    body: Option<String>,
+    stored_ms: i64,
+    expires_ms: i64,
+}
+
+enum Msg {
+    Get(String, tokio::sync::oneshot::Sender<Result<Option<Option<String>>, String>>),
+    Put(Row),
+    Flush(tokio::sync::oneshot::Sender<()>),
+    /// Tests: run a statement.
+    #[cfg(test)]
+    Exec(&'static str, tokio::sync::oneshot::Sender<()>),
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the cache in folder `dir`. Never fails: an
+    /// unusable cache is logged and every call on it is a miss.
+    pub fn open(dir: &Path) -> SqliteStore {
+        let path = dir.join(CACHE_FILE);
+        let warned = Arc::new(AtomicBool::new(false));
+        let (worker, thread) = match connect(dir, &path) {
+            Ok(conn) => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let (p, w) = (path.clone(), warned.clone());
+                let thread =
+                    std::thread::Builder::new().name("kl-cache".to_owned()).spawn(move || serve(conn, rx, &p, &w)).ok();
+                (thread.as_ref().map(|_| Mutex::new(tx)), thread)
+            }
+            Err(e) => {
+                warn(&warned, &path, &e);
+                (None, None)
+            }
+        };
+        SqliteStore { path, worker, thread: Mutex::new(thread), warned }
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether something went wrong with the database (tests).
+    pub fn has_warned(&self) -> bool {
+        self.warned.load(Ordering::Relaxed)
+    }
+
+    fn send(&self, msg: Msg) -> bool {
+        match &self.worker {
+            Some(w) => w.lock().unwrap_or_else(|p| p.into_inner()).send(msg).is_ok(),
+            None => false,
+        }
+    }
+}
+
+fn warn(warned: &AtomicBool, path: &Path, err: &str) {
+    if !warned.swap(true, Ordering::Relaxed) {
+        tracing::warn!("lookup cache {} is unusable and is bypassed: {err}", path.display());
+    } else {
+        tracing::debug!("lookup cache {}: {err}", path.display());
+    }
+}
+
+/// Opens a connection and makes sure the schema exists, waiting for other
+/// processes that hold the database locked (several DNIF processes may
+/// start on a new cache folder at once) rather than giving up.
+fn connect(dir: &Path, path: &Path) -> Result<Connection, String> {
+    // Which indicators a site looks up is its own business: the folder
+    // and the database are readable by their owner only.
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match try_connect(path) {
+            Ok(conn) => return Ok(conn),
+            Err(e) if is_busy(&e) && started.elapsed() < OPEN_PATIENCE => {
+                std::thread::sleep(pause + Duration::from_millis(fastrand::u64(0..pause.as_millis() as u64 + 1)));
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+fn try_connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+    // Set before anything else touches the file, so every later statement
+    // waits for a lock instead of failing at once.
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // WAL lets readers and one writer from several processes work at once.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS lookups (
+            key TEXT PRIMARY KEY,
+            body TEXT,
+            stored_ms INTEGER NOT NULL,
+            expires_ms INTEGER NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS lookups_expiry ON lookups(expires_ms);
+        DROP TABLE IF EXISTS answers;",
+    )?;
+    conn.execute("DELETE FROM lookups WHERE expires_ms <= ?1", params![now_ms()])?;
+    Ok(conn)
+}
+
+/// When the writer commits: a batch is full, the oldest waiting answer has
+/// waited [`FLUSH_INTERVAL`], or a flush was asked for.
+#[derive(Debug, Default)]
+struct Batch {
+    rows: Vec<Row>,
+    oldest: Option<Instant>,
+}
+
+impl Batch {
+    fn push(&mut self, row: Row, now: Instant) {
+        self.oldest.get_or_insert(now);
+        self.rows.push(row);
+    }
+
+    fn is_due(&self, now: Instant) -> bool {
+        self.rows.len() >= BATCH_ROWS || self.oldest.is_some_and(|t| now.duration_since(t) >= FLUSH_INTERVAL)
+    }
+
+    /// How long the writer may wait for more before committing.
+    fn patience(&self, now: Instant) -> Duration {
+        match self.oldest {
+            Some(t) => FLUSH_INTERVAL.saturating_sub(now.duration_since(t)),
+            None => Duration::from_secs(3600),
+        }
+    }
+
+    fn take(&mut self) -> Vec<Row> {
+        self.oldest = None;
+        std::mem::take(&mut self.rows)
+    }
+}
+
+fn serve(mut conn: Connection, rx: Receiver<Msg>, path: &Path, warned: &AtomicBool) {
+    let mut batch = Batch::default();
+    let commit = |conn: &mut Connection, rows: Vec<Row>| {
+        if !rows.is_empty() {
+            if let Err(e) = write_rows(conn, &rows) {
+                warn(warned, path, &e.to_string());
+            }
+        }
+    };
+    loop {
+        match rx.recv_timeout(batch.patience(Instant::now())) {
+            Ok(Msg::Get(key, reply)) => {
+                let pending = batch.rows.iter().rev().find(|r| r.key == key && r.expires_ms > now_ms());
+                let answer = match pending {
+                    Some(row) => Ok(Some(row.body.clone())),
+                    None => read(&conn, &key).map_err(|e| e.to_string()),
+                };
+                let _ = reply.send(answer);
+            }
+            Ok(Msg::Put(row)) => batch.push(row, Instant::now()),
+            Ok(Msg::Flush(done)) => {
+                commit(&mut conn, batch.take());
+                let _ = done.send(());
+            }
+            #[cfg(test)]
+            Ok(Msg::Exec(sql, done)) => {
+                conn.execute(sql, []).unwrap();
+                let _ = done.send(());
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                commit(&mut conn, batch.take());
+                return;
+            }
+        }
+        if batch.is_due(Instant::now()) {
+            commit(&mut conn, batch.take());
+        }
+    }
+}
+
+fn write_rows(conn: &mut Connection, rows: &[Row]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT OR REPLACE INTO lookups (key, body, stored_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for r in rows {
+            stmt.execute(params![r.key, r.body, r.stored_ms, r.expires_ms])?;
+        }
+    }
+    tx.commit()
+}
+
+fn read(conn: &Connection, key: &str) -> rusqlite::Result<Option<Option<String>>> {
+    conn.query_row("SELECT body FROM lookups WHERE key = ?1 AND expires_ms > ?2", params![key, now_ms()], |r| {
+        r.get::<_, Option<String>>(0)
+    })
+    .optional()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, key: &str) -> Option<Answer> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !self.send(Msg::Get(key.to_owned(), tx)) {
+            return None;
+        }
+        match rx.await.ok()? {
+            Ok(None) => None,
+            Ok(Some(None)) => Some(Answer::NotFound),
+            Ok(Some(Some(text))) => match Body::from_json(&text) {
+                Some(body) => Some(Answer::Data(body)),
+                None => {
+                    warn(&self.warned, &self.path, "an unreadable entry");
+                    None
+                }
+            },
+            Err(e) => {
+                warn(&self.warned, &self.path, &e.to_string());
+                None
+            }
+        }
+    }
+
+    fn put(&self, key: &str, answer: &Answer, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        let stored_ms = now_ms();
+        let body = match answer {
+            Answer::Data(b) => Some(b.as_str().to_owned()),
+            Answer::NotFound => None,
+        };
+        let expires_ms = stored_ms.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
+        self.send(Msg::Put(Row { key: key.to_owned(), body, stored_ms, expires_ms }));
+    }
+
+    async fn flush(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.send(Msg::Flush(tx)) {
+            let _ = rx.await;
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("SQLite {}", self.path.display())
+    }
+}
+
+impl Drop for SqliteStore {
+    /// Closes the thread's channel and waits for it to commit what it holds.
+    fn drop(&mut self) {
+        self.worker = None;
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn data(v: serde_json::Value) -> Answer {
+        Answer::Data(Body::from(v))
+    }
+
+    #[tokio::test]
+    async fn stores_and_reads_back_once_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SqliteStore::open(dir.path());
+        let red = data(json!({"Zone": "Red"}));
+        assert_eq!(c.get("a").await, None);
+        c.put("a", &red, DAY);
+        c.put("b", &Answer::NotFound, DAY);
+        c.flush().await;
+        assert_eq!(c.get("a").await, Some(red.clone()));
+        assert_eq!(c.get("b").await, Some(Answer::NotFound));
+        // A second handle (another process) sees the same entries.
+        let other = SqliteStore::open(dir.path());
+        assert_eq!(other.get("a").await, Some(red));
+        assert!(!c.has_warned());
+    }
+
+    #[tokio::test]
+    async fn reads_see_answers_not_yet_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SqliteStore::open(dir.path());
+        c.put("k", &data(json!({"Zone": "Red"})), DAY);
+        assert_eq!(c.get("k").await, Some(data(json!({"Zone": "Red"}))));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_store_writes_what_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SqliteStore::open(dir.path());
+        c.put("k", &Answer::NotFound, DAY);
+        drop(c);
+        assert_eq!(SqliteStore::open(dir.path()).get("k").await, Some(Answer::NotFound));
+    }
+
+    #[tokio::test]
+    async fn the_writer_commits_without_being_asked_within_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SqliteStore::open(dir.path());
+        c.put("k", &Answer::NotFound, DAY);
+        let other = SqliteStore::open(dir.path());
+        // Polls another connection; the writer's own interval decides when
+        // the row appears, so this waits about a second, bounded at ten.
+        let started = Instant::now();
+        while other.get("k").await.is_none() {
+            assert!(started.elapsed() < Duration::from_secs(10), "not written within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(500),
+            "committed before the interval: {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_batch_is_due_when_full_or_old() {
+        let t0 = Instant::now();
+        let row = |k: &str| Row { key: k.to_owned(), body: None, stored_ms: 0, expires_ms: 1 };
+        let mut b = Batch::default();
+        assert!(!b.is_due(t0));
+        assert_eq!(b.patience(t0), Duration::from_secs(3600));
+        b.push(row("a"), t0);
+        assert!(!b.is_due(t0 + Duration::from_millis(999)));
+        assert_eq!(b.patience(t0 + Duration::from_millis(400)), Duration::from_millis(600));
+        assert!(b.is_due(t0 + FLUSH_INTERVAL));
+        assert_eq!(b.take().len(), 1);
+        for i in 0..BATCH_ROWS {
+            assert!(!b.is_due(t0), "{i}");
+            b.push(row(&i.to_string()), t0);
+        }
+        assert!(b.is_due(t0));
+    }
+
+    #[test]
+    fn several_writers_share_one_cache() {
+        // DNIF runs lookups in parallel: four handles (as four processes
+        // would) write at the same time; every answer lands.
+        let dir = tempfile::tempdir().unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let path = dir.path().to_path_buf();
+                s.spawn(move || {
+                    let c = SqliteStore::open(&path);
+                    for i in 0..300 {
+                        c.put(&format!("{t}/{i}"), &data(json!({"n": i})), DAY);
+                    }
+                    assert!(!c.has_warned());
+                });
+            }
+        });
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let c = SqliteStore::open(dir.path());
+        rt.block_on(async {
+            for t in 0..4 {
+                for i in 0..300 {
+                    assert_eq!(c.get(&format!("{t}/{i}")).await, Some(data(json!({"n": i}))), "{t}/{i}");
+                }
+            }
+        });
+        assert!(!c.has_warned());
+    }
+
+    #[test]
+    fn opening_a_new_cache_from_many_processes_at_once_waits_for_the_lock() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let folder = dir.path().join("new");
+            let warned: Vec<bool> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8).map(|_| s.spawn(|| SqliteStore::open(&folder).has_warned())).collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(warned.iter().all(|w| !w), "a handle gave up on a locked database: {warned:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("cache");
+        let _c = SqliteStore::open(&folder);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&folder), 0o700);
+        assert_eq!(mode(&folder.join(CACHE_FILE)), 0o600);
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_misses() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SqliteStore::open(dir.path());
+        c.put("k", &data(json!({"Zone": "Green"})), DAY);
+        c.put("zero", &data(json!({"Zone": "Green"})), Duration::ZERO);
+        c.flush().await;
+        assert!(c.get("k").await.is_some());
+        assert_eq!(c.get("zero").await, None, "a zero lifetime is not stored");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        assert!(c.send(Msg::Exec("UPDATE lookups SET expires_ms = 1", tx)));
+        rx.await.unwrap();
+        assert_eq!(c.get("k").await, None);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_or_unwritable_cache_is_bypassed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CACHE_FILE), b"this is not a database, just garbage bytes".repeat(100)).unwrap();
+        let c = SqliteStore::open(dir.path());
+        c.put("k", &Answer::NotFound, DAY);
+        c.flush().await;
+        assert_eq!(c.get("k").await, None);
+        assert!(c.has_warned());
+        // A folder that cannot be created (a file is in the way).
+        let blocked = dir.path().join("file");
+        std::fs::write(&blocked, b"x").unwrap();
+        let c = SqliteStore::open(&blocked.join("sub"));
+        assert_eq!(c.get("k").await, None);
+    }
+}
