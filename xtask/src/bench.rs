@@ -1,16 +1,19 @@
 //! `cargo xtask bench`: the performance figures, against a local mock TIP.
 //!
-//! 1. A DNIF batch of 2,000 events holding 200 distinct public IPv4
-//!    addresses through `kl-dnif` (release build), the mock answering each
-//!    request after `--latency-ms`: wall time beside the floor
-//!    ceil(200 / concurrency) × latency, requests beside distinct
-//!    indicators, and the most requests in flight at the mock.
-//! 2. The same batch again: requests (0 with the cache) and whether the
-//!    output is identical.
-//! 3. `--events` NDJSON events over the same 200 addresses through
-//!    `kl-generic-json enrich --style kl` with the cache warm: requests,
-//!    events per second and peak memory, beside `jq -c .` on the same file
-//!    where jq is installed.
+//! 1. **DNIF batch**: 2,000 events over 200 distinct public addresses
+//!    through `kl-dnif`: wall time beside the floor ceil(200 / concurrency) ×
+//!    latency, requests beside distinct indicators, the most requests in
+//!    flight at the mock; then the same batch again (0 requests, identical
+//!    output).
+//! 2. **Streams**: `--events` NDJSON events over 200, 20,000 and 200,000
+//!    distinct addresses through `kl-generic-json enrich --style kl`, cold
+//!    (empty cache) and warm (the cache filled by the cold run, a new
+//!    process): requests, events per second and peak memory, beside
+//!    `jq -c .` on the same file where jq is installed.
+//! 3. **Memo entry cost**: peak memory of a stream over 20,000 and over
+//!    200,000 distinct addresses with the cache off and a memo large enough
+//!    for all; the difference per extra address is what one memo entry
+//!    costs.
 //!
 //! Figures, not assertions: the acceptance limits are printed beside them.
 
@@ -29,12 +32,23 @@ use anyhow::{Context, bail, ensure};
 pub struct Options {
     pub latency_ms: u64,
     pub concurrency: usize,
+    /// Events per stream.
     pub events: usize,
+    /// Distinct addresses per stream run.
+    pub distinct: Vec<usize>,
+    /// Run only these parts (`dnif`, `streams`, `memo`); all when empty.
+    pub only: Vec<String>,
 }
 
 impl Options {
     pub fn parse(args: &[String]) -> anyhow::Result<Options> {
-        let mut o = Options { latency_ms: 10, concurrency: 8, events: 500_000 };
+        let mut o = Options {
+            latency_ms: 0,
+            concurrency: 8,
+            events: 200_000,
+            distinct: vec![200, 20_000, 200_000],
+            only: Vec::new(),
+        };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let v = it.next().with_context(|| format!("{a} needs a value"))?;
@@ -42,10 +56,16 @@ impl Options {
                 "--latency-ms" => o.latency_ms = v.parse()?,
                 "--concurrency" => o.concurrency = v.parse()?,
                 "--events" => o.events = v.parse()?,
+                "--distinct" => o.distinct = v.split(',').map(str::parse).collect::<Result<_, _>>()?,
+                "--only" => o.only = v.split(',').map(str::to_owned).collect(),
                 other => bail!("unknown option {other:?} for bench"),
             }
         }
         Ok(o)
+    }
+
+    fn wants(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
     }
 }
 
@@ -76,16 +96,18 @@ impl Mock {
         Ok(Mock { port, requests, in_flight, max_in_flight })
     }
 
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
     fn reset_max(&self) {
         self.max_in_flight.store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 }
 
 fn serve(stream: TcpStream, latency: Duration, requests: &AtomicUsize, in_flight: &AtomicUsize, max: &AtomicUsize) {
-    let mut reader = BufReader::new(match stream.try_clone() {
-        Ok(s) => s,
-        Err(_) => return,
-    });
+    let Ok(clone) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(clone);
     let mut writer = stream;
     loop {
         let mut request_line = String::new();
@@ -104,7 +126,9 @@ fn serve(stream: TcpStream, latency: Duration, requests: &AtomicUsize, in_flight
         requests.fetch_add(1, Ordering::SeqCst);
         let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         max.fetch_max(now, Ordering::SeqCst);
-        std::thread::sleep(latency);
+        if !latency.is_zero() {
+            std::thread::sleep(latency);
+        }
         let ip = request_line.split('/').nth(3).and_then(|s| s.split('?').next()).unwrap_or("0.0.0.0");
         let body = format!(
             r#"{{"LicenseInfo":{{"DayRequests":17,"DayQuota":1000000}},"Zone":"Red","IpGeneralInfo":{{"Ip":"{ip}","CountryCode":"NL","HitsCount":100,"Categories":["CATEGORY_MALWARE"]}},"IpWhoIs":{{"Asn":[{{"Number":64500,"Description":["EXAMPLE-AS"]}}],"Net":{{"RangeStart":"11.0.0.0","RangeEnd":"11.255.255.255","Name":"BENCH"}}}}}}"#
@@ -120,10 +144,23 @@ fn serve(stream: TcpStream, latency: Duration, requests: &AtomicUsize, in_flight
     }
 }
 
+/// What one measured run took.
+struct Run {
+    wall: Duration,
+    /// Peak resident memory in KiB.
+    peak_kib: u64,
+}
+
+impl Run {
+    fn mib(&self) -> f64 {
+        self.peak_kib as f64 / 1024.0
+    }
+}
+
 /// Runs `cmd` with `stdin_file`, stdout to `stdout_file`; returns wall time
-/// and peak resident memory in KiB (the kernel's high-water mark `VmHWM`,
-/// read every few milliseconds while the child runs).
-fn measure(cmd: &mut Command, stdin_file: &Path, stdout_file: &Path) -> anyhow::Result<(Duration, u64)> {
+/// and peak resident memory (the kernel's high-water mark `VmHWM`, read
+/// every few milliseconds while the child runs).
+fn measure(cmd: &mut Command, stdin_file: &Path, stdout_file: &Path) -> anyhow::Result<Run> {
     let started = Instant::now();
     let mut child = cmd
         .stdin(std::fs::File::open(stdin_file)?)
@@ -148,10 +185,10 @@ fn measure(cmd: &mut Command, stdin_file: &Path, stdout_file: &Path) -> anyhow::
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    let elapsed = started.elapsed();
+    let wall = started.elapsed();
     let err = reader.join().unwrap_or_default();
     ensure!(status.success(), "{cmd:?} failed: {err}");
-    Ok((elapsed, peak))
+    Ok(Run { wall, peak_kib: peak })
 }
 
 fn vm_hwm_kib(status: &str) -> Option<u64> {
@@ -161,133 +198,212 @@ fn vm_hwm_kib(status: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// The release binaries, the mock and a scratch folder.
+struct Bench {
+    kl_dnif: PathBuf,
+    kl_generic: PathBuf,
+    mock: Mock,
+    work: PathBuf,
+    opts: Options,
+}
+
+impl Bench {
+    /// A config against the mock, with `extra` lines.
+    fn config(&self, name: &str, extra: &str) -> anyhow::Result<PathBuf> {
+        let path = self.work.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "lookup_plugin:\n  KASPERSKY_API_TOKEN: bench\n  KASPERSKY_API_URL: http://127.0.0.1:{}/api\n  KL_CONCURRENCY: {}\n{extra}",
+                self.mock.port, self.opts.concurrency
+            ),
+        )?;
+        Ok(path)
+    }
+
+    fn cache_line(&self, name: &str) -> String {
+        format!("  KL_CACHE_PATH: {}\n", self.work.join(name).display())
+    }
+
+    /// `kl-generic-json enrich --style kl` over `input`; requests sent and the run.
+    fn enrich(&self, config: &Path, input: &Path) -> anyhow::Result<(usize, Run)> {
+        let before = self.mock.requests();
+        let run = measure(
+            Command::new(&self.kl_generic).args([
+                "enrich",
+                "--function",
+                "get_ip_report",
+                "--field",
+                "indicator",
+                "--style",
+                "kl",
+                "--config",
+                config.to_str().context("path")?,
+                "--quiet",
+            ]),
+            input,
+            &self.work.join("enriched.ndjson"),
+        )?;
+        Ok((self.mock.requests() - before, run))
+    }
+}
+
+/// `n` distinct public addresses in 11.0.0.0/8.
+fn addresses(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("11.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255)).collect()
+}
+
+fn write_events(path: &Path, events: usize, ips: &[String]) -> anyhow::Result<u64> {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for i in 0..events {
+        writeln!(
+            w,
+            r#"{{"@timestamp":"2026-11-20T08:14:03Z","event":{{"module":"firewall","action":"deny","id":{i}}},"host":{{"name":"fw-edge-1"}},"indicator":"{}","destination":{{"ip":"10.20.0.15","port":22}},"message":"connection attempt blocked by policy 17"}}"#,
+            ips[(i * 7919) % ips.len()]
+        )?;
+    }
+    w.flush()?;
+    Ok(std::fs::metadata(path)?.len())
+}
+
 pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
+    let (kl_dnif, kl_generic) = build(root)?;
+    let bench = Bench {
+        kl_dnif,
+        kl_generic,
+        mock: Mock::start(Duration::from_millis(opts.latency_ms))?,
+        work: scratch_dir()?,
+        opts: opts.clone(),
+    };
+    println!("kl bench: mock latency {} ms, KL_CONCURRENCY {}", opts.latency_ms, opts.concurrency);
+    if opts.wants("dnif") {
+        dnif_batch(&bench)?;
+    }
+    if opts.wants("streams") {
+        streams(&bench)?;
+    }
+    if opts.wants("memo") {
+        memo_entry_cost(&bench)?;
+    }
+    let _ = std::fs::remove_dir_all(&bench.work);
+    Ok(())
+}
+
+fn build(root: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)
         .args(["build", "--release", "--locked", "-p", "kl-dnif", "-p", "kl-generic-json"])
         .status()?;
     ensure!(status.success(), "cargo build --release failed");
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let kl_dnif = target.join("release/kl-dnif");
-    let kl_generic = target.join("release/kl-generic-json");
+    Ok((target.join("release/kl-dnif"), target.join("release/kl-generic-json")))
+}
 
-    let latency = Duration::from_millis(opts.latency_ms);
-    let mock = Mock::start(latency)?;
-    let work = tempfile_dir()?;
-    let cfg = work.join("dnifconfig.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "lookup_plugin:\n  KASPERSKY_API_TOKEN: bench\n  KASPERSKY_API_URL: http://127.0.0.1:{}/api\n  KL_CONCURRENCY: {}\n  KL_CACHE_PATH: {}\n",
-            mock.port,
-            opts.concurrency,
-            work.join("cache").display()
-        ),
-    )?;
-
-    // 1. The 2,000-event batch with 200 distinct addresses.
-    let ips: Vec<String> = (0..200).map(|i| format!("11.0.{}.{}", i / 100, i % 100 + 1)).collect();
+fn dnif_batch(b: &Bench) -> anyhow::Result<()> {
+    let cfg = b.config("dnif.yml", &b.cache_line("dnif-cache"))?;
+    let ips = addresses(200);
     let batch: Vec<String> = (0..2000)
         .map(|i| format!(r#"{{"$SrcIP":"{}","$DstIP":"10.1.2.3","$DstPort":443,"n":{i}}}"#, ips[(i * 7) % 200]))
         .collect();
-    let batch_file = work.join("batch.json");
+    let batch_file = b.work.join("batch.json");
     std::fs::write(&batch_file, format!("[{}]", batch.join(",")))?;
-    let out1 = work.join("out1.json");
-    let out2 = work.join("out2.json");
     let dnif = |out: &Path| {
         measure(
-            Command::new(&kl_dnif).args(["--config", cfg.to_str().unwrap(), "get_ip_report", "$SrcIP"]),
+            Command::new(&b.kl_dnif).args(["--config", cfg.to_str().unwrap_or_default(), "get_ip_report", "$SrcIP"]),
             &batch_file,
             out,
         )
     };
-
-    mock.reset_max();
-    let (t1, _) = dnif(&out1)?;
-    let requests1 = mock.requests.load(Ordering::SeqCst);
-    let max_in_flight = mock.max_in_flight.load(Ordering::SeqCst);
-    let floor = latency * 200usize.div_ceil(opts.concurrency) as u32;
-    let (t2, _) = dnif(&out2)?;
-    let requests2 = mock.requests.load(Ordering::SeqCst) - requests1;
+    let (out1, out2) = (b.work.join("out1.json"), b.work.join("out2.json"));
+    b.mock.reset_max();
+    let before = b.mock.requests();
+    let first = dnif(&out1)?;
+    let requests1 = b.mock.requests() - before;
+    let max_in_flight = b.mock.max_in_flight.load(Ordering::SeqCst);
+    let latency = Duration::from_millis(b.opts.latency_ms);
+    let floor = latency * 200usize.div_ceil(b.opts.concurrency) as u32;
+    let second = dnif(&out2)?;
+    let requests2 = b.mock.requests() - before - requests1;
     let identical = std::fs::read(&out1)? == std::fs::read(&out2)?;
-
-    println!("kl bench: mock latency {} ms, KL_CONCURRENCY {}", opts.latency_ms, opts.concurrency);
     println!();
     println!("kl-dnif, 2000 events / 200 distinct IPs");
     println!(
         "  wall time          {:>9.3} s   (floor {:.3} s; limit 4x floor = {:.3} s)",
-        t1.as_secs_f64(),
+        first.wall.as_secs_f64(),
         floor.as_secs_f64(),
         4.0 * floor.as_secs_f64()
     );
     println!("  requests           {requests1:>9}     (distinct indicators: 200)");
-    println!("  most in flight     {max_in_flight:>9}     (limit {})", opts.concurrency);
-    println!("  re-run requests    {requests2:>9}     (wall {:.3} s, output identical: {identical})", t2.as_secs_f64());
-
-    // 3. Warm-cache NDJSON throughput.
-    let ndjson = work.join("events.ndjson");
-    {
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&ndjson)?);
-        for i in 0..opts.events {
-            writeln!(
-                w,
-                r#"{{"@timestamp":"2026-11-20T08:14:03Z","event":{{"module":"firewall","action":"deny","id":{i}}},"host":{{"name":"fw-edge-1"}},"indicator":"{}","destination":{{"ip":"10.20.0.15","port":22}},"message":"connection attempt blocked by policy 17"}}"#,
-                ips[i % 200]
-            )?;
-        }
-    }
-    let size = std::fs::metadata(&ndjson)?.len();
-    let before = mock.requests.load(Ordering::SeqCst);
-    let sink = work.join("enriched.ndjson");
-    let (tg, rss) = measure(
-        Command::new(&kl_generic).args([
-            "enrich",
-            "--function",
-            "get_ip_report",
-            "--field",
-            "indicator",
-            "--style",
-            "kl",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--quiet",
-        ]),
-        &ndjson,
-        &sink,
-    )?;
-    let requests3 = mock.requests.load(Ordering::SeqCst) - before;
-    let lines = BufReader::new(std::fs::File::open(&sink)?).lines().count();
-    println!();
+    println!("  most in flight     {max_in_flight:>9}     (limit {})", b.opts.concurrency);
     println!(
-        "kl-generic-json enrich --style kl, {} events ({:.1} MiB), cache warm",
-        opts.events,
-        size as f64 / 1048576.0
+        "  re-run requests    {requests2:>9}     (wall {:.3} s, output identical: {identical})",
+        second.wall.as_secs_f64()
     );
-    println!("  requests           {requests3:>9}");
-    println!("  lines out          {lines:>9}");
-    println!(
-        "  wall time          {:>9.3} s   ({:.0} events/s)",
-        tg.as_secs_f64(),
-        opts.events as f64 / tg.as_secs_f64()
-    );
-    println!("  peak memory        {:>9.1} MiB (limit 64 MiB)", rss as f64 / 1024.0);
-    match measure(Command::new("jq").arg("-c").arg("."), &ndjson, &work.join("jq.ndjson")) {
-        Ok((tj, rss_jq)) => {
-            println!(
-                "  jq -c .            {:>9.3} s   ({:.0} events/s, peak {:.1} MiB)",
-                tj.as_secs_f64(),
-                opts.events as f64 / tj.as_secs_f64(),
-                rss_jq as f64 / 1024.0
-            );
-            println!("  ratio to jq        {:>9.2}     (limit 1.5)", tg.as_secs_f64() / tj.as_secs_f64());
-        }
-        Err(e) => println!("  jq -c .            not measured: {e:#}"),
-    }
-    let _ = std::fs::remove_dir_all(&work);
     Ok(())
 }
 
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
+fn streams(b: &Bench) -> anyhow::Result<()> {
+    let events = b.opts.events;
+    println!();
+    println!("kl-generic-json enrich --style kl, {events} events (limits: peak 64 MiB; warm within 1.5x jq)");
+    println!(
+        "  {:>9} {:>5} {:>9} {:>9} {:>11} {:>9} {:>8}",
+        "distinct", "cache", "requests", "wall s", "events/s", "peak MiB", "x jq"
+    );
+    for &distinct in &b.opts.distinct {
+        let input = b.work.join(format!("events-{distinct}.ndjson"));
+        let size = write_events(&input, events, &addresses(distinct))?;
+        let jq = measure(Command::new("jq").arg("-c").arg("."), &input, &b.work.join("jq.ndjson")).ok();
+        let cfg = b.config(&format!("stream-{distinct}.yml"), &b.cache_line(&format!("cache-{distinct}")))?;
+        for label in ["cold", "warm"] {
+            let (requests, run) = b.enrich(&cfg, &input)?;
+            let ratio =
+                jq.as_ref().map_or("-".to_owned(), |j| format!("{:.2}", run.wall.as_secs_f64() / j.wall.as_secs_f64()));
+            println!(
+                "  {distinct:>9} {label:>5} {requests:>9} {:>9.3} {:>11.0} {:>9.1} {ratio:>8}",
+                run.wall.as_secs_f64(),
+                events as f64 / run.wall.as_secs_f64(),
+                run.mib(),
+            );
+        }
+        match &jq {
+            Some(j) => println!(
+                "  {distinct:>9} {:>5} {:>9} {:>9.3} {:>11.0} {:>9.1}   (jq -c . on the same {:.1} MiB)",
+                "jq",
+                "",
+                j.wall.as_secs_f64(),
+                events as f64 / j.wall.as_secs_f64(),
+                j.mib(),
+                size as f64 / 1048576.0
+            ),
+            None => println!("  jq -c . not measured (is jq installed?)"),
+        }
+    }
+    Ok(())
+}
+
+fn memo_entry_cost(b: &Bench) -> anyhow::Result<()> {
+    let big_memo = "  KL_CACHE_PATH: off\n  KL_MEMO_BYTES: 4294967296\n";
+    let cfg = b.config("memo.yml", big_memo)?;
+    let mut peaks = Vec::new();
+    for distinct in [20_000usize, 200_000] {
+        let input = b.work.join(format!("memo-{distinct}.ndjson"));
+        // Each address once: every line is a new memo entry.
+        write_events(&input, distinct, &addresses(distinct))?;
+        let (_, run) = b.enrich(&cfg, &input)?;
+        peaks.push((distinct, run.peak_kib));
+    }
+    let ((n1, k1), (n2, k2)) = (peaks[0], peaks[1]);
+    let per_entry = (k2.saturating_sub(k1) as f64 * 1024.0) / (n2 - n1) as f64;
+    println!();
+    println!("memo entry cost (cache off, memo unbounded, each address once)");
+    println!("  peak with {n1:>7} answers {:>9.1} MiB", k1 as f64 / 1024.0);
+    println!("  peak with {n2:>7} answers {:>9.1} MiB", k2 as f64 / 1024.0);
+    println!("  per answer         {per_entry:>9.0} bytes (the bench answer's text is about 260 bytes)");
+    Ok(())
+}
+
+fn scratch_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("kl-bench-{}", std::process::id()));
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;

@@ -222,6 +222,10 @@ struct Shared {
 /// its lookups are done. It holds its share of the byte budget until written.
 struct Slot {
     output: Output,
+    /// A complete next line was already read into the input buffer when
+    /// this one was sent: the reader will send it at once, so the writer
+    /// need not flush for its sake.
+    more_buffered: bool,
     _budget: OwnedSemaphorePermit,
 }
 
@@ -421,7 +425,8 @@ impl<R: AsyncRead + Unpin, S: Future<Output = &'static str>> Reader<R, S> {
         let permit = self.or_signal(budget.acquire_many_owned(n)).await.map_err(|_| Stop::Closed)?;
         let tx = self.tx.clone();
         let slot = self.or_signal(tx.reserve()).await.map_err(|_| Stop::Closed)?;
-        slot.send(Slot { output, _budget: permit });
+        let more_buffered = self.input.buffer().contains(&b'\n');
+        slot.send(Slot { output, more_buffered, _budget: permit });
         Ok(())
     }
 
@@ -590,7 +595,31 @@ fn finish(
     event: &RawEvent<'_>,
     done: &[(Ask, Outcome)],
 ) -> (Vec<u8>, Class) {
-    let s = &shared.settings;
+    let class = if done.iter().any(|(_, o)| matches!(o, Outcome::Failed(_))) {
+        Class::Error
+    } else if done.iter().any(|(_, o)| o.is_answer()) {
+        Class::Enriched
+    } else {
+        Class::Skipped
+    };
+    let mut bytes = match done {
+        [(ask, Outcome::Data(body))] if !clashes(&shared.settings, ask, event) => {
+            // The common case, a line with one answer and nothing of ours
+            // to replace: the answer's rendering for these settings, made
+            // once and kept with the answer, spliced in.
+            let members = body.rendering(rendering_key(&shared.settings, ask), |_| {
+                let output = output(&shared.settings, done);
+                Arc::from(event::members(&output.members))
+            });
+            event::splice(&line[..content], event, &members)
+        }
+        _ => event::apply(&line[..content], event, &output(&shared.settings, done)),
+    };
+    bytes.extend_from_slice(&line[content..]);
+    (bytes, class)
+}
+
+fn output(s: &Settings, done: &[(Ask, Outcome)]) -> kl_schema::Output {
     let items: Vec<kl_schema::Item<'_>> = done
         .iter()
         .map(|(ask, outcome)| kl_schema::Item {
@@ -601,17 +630,32 @@ fn finish(
             outcome,
         })
         .collect();
-    let output = kl_schema::output(s.style, &s.target, &items);
-    let mut bytes = event::apply(&line[..content], event, &output);
-    bytes.extend_from_slice(&line[content..]);
-    let class = if done.iter().any(|(_, o)| matches!(o, Outcome::Failed(_))) {
-        Class::Error
-    } else if done.iter().any(|(_, o)| o.is_answer()) {
-        Class::Enriched
-    } else {
-        Class::Skipped
-    };
-    (bytes, class)
+    kl_schema::output(s.style, &s.target, &items)
+}
+
+/// Whether the event holds a key the answer of `ask` would write or clear.
+fn clashes(s: &Settings, ask: &Ask, event: &RawEvent<'_>) -> bool {
+    let field = &s.fields[ask.field];
+    match (s.style, field.target.as_deref()) {
+        (Style::Kl, None) => event.has_key_starting_with("$KL"),
+        (style, target) => {
+            event.contains(target.unwrap_or(&s.target)) || (style == Style::Ecs && event.contains("threat"))
+        }
+    }
+}
+
+/// What a rendering of one answer depends on besides the answer: the
+/// style, where it goes, the function, and (ECS names the match) the
+/// indicator as written.
+fn rendering_key(s: &Settings, ask: &Ask) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let field = &s.fields[ask.field];
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (s.style as u8, &s.target, field.path.as_str(), &field.target, ask.function.name()).hash(&mut h);
+    if s.style == Style::Ecs {
+        ask.raw.hash(&mut h);
+    }
+    h.finish()
 }
 
 /// Reads up to and including the next newline into `buf`, but no more than
@@ -642,8 +686,13 @@ async fn read_bounded<R: AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>, max
     }
 }
 
-/// Writes lines in input order. After each line, the output is flushed
-/// unless the next line is already done; lines are counted once flushed.
+/// Writes lines in input order; lines are counted once flushed.
+///
+/// After each line the output is flushed, unless the next line is already
+/// done, or is about to come (the reader holds it complete in its buffer):
+/// the writer flushes before it waits for any line that is not done, so no
+/// finished line waits for a later one, and a fast stream is written in
+/// large pieces.
 async fn write_lines<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Slot>,
     output: W,
@@ -661,12 +710,23 @@ async fn write_lines<W: AsyncWrite + Unpin>(
                 None => break,
             },
         };
+        if !slot.output.is_done() && !unflushed.is_empty() {
+            out.flush().await?;
+            for class in unflushed.drain(..) {
+                shared.counters.count(class);
+            }
+        }
+        let more_buffered = slot.more_buffered;
         let (bytes, class) = slot.output.resolve().await;
         out.write_all(&bytes).await?;
         unflushed.push(class);
         drop(slot._budget);
         next = rx.try_recv().ok();
-        if !next.as_ref().is_some_and(|s| s.output.is_done()) {
+        let wait_for_next = match &next {
+            Some(s) => s.output.is_done(),
+            None => more_buffered,
+        };
+        if !wait_for_next {
             out.flush().await?;
             for class in unflushed.drain(..) {
                 shared.counters.count(class);

@@ -10,7 +10,6 @@
 use std::time::Duration;
 
 use kl_model::{Function, Indicator, Outcome};
-use moka::Expiry;
 use tokio::time::Instant;
 
 /// What the memo is keyed by; the backend is the engine's own.
@@ -20,23 +19,17 @@ pub(crate) type Key = (Function, Indicator);
 struct Entry {
     outcome: Outcome,
     /// When the answer goes stale, on tokio's clock (which tests pause and
-    /// advance). moka's own clock only decides when the memory is reclaimed.
+    /// advance). A stale entry is dropped when next asked for; one never
+    /// asked for again still counts against the budget until the least
+    /// recently used leave, so memory stays bounded either way.
     expires_at: Instant,
-    ttl: Duration,
 }
 
 /// What one entry costs besides its indicator and answer text: the key and
-/// entry structs, and moka's bookkeeping (hash table slot, the access-order
-/// and timer queues). Measured with `cargo xtask bench` (docs/performance.md).
-pub(crate) const ENTRY_OVERHEAD: u32 = 320;
-
-struct PerEntryTtl;
-
-impl Expiry<Key, Entry> for PerEntryTtl {
-    fn expire_after_create(&self, _: &Key, entry: &Entry, _: std::time::Instant) -> Option<Duration> {
-        Some(entry.ttl)
-    }
-}
+/// entry structs, moka's bookkeeping (hash table slot, access-order queue)
+/// and the allocator's. Measured with `cargo xtask bench --only memo`
+/// (docs/performance.md), which this keeps the budget honest to.
+pub(crate) const ENTRY_OVERHEAD: u32 = 600;
 
 /// The memo; absent when its budget is 0.
 #[derive(Debug)]
@@ -50,14 +43,15 @@ impl Memo {
             moka::sync::Cache::builder()
                 .max_capacity(budget_bytes)
                 .weigher(|k: &Key, e: &Entry| {
+                    // An answer's text, and room for one rendering of it
+                    // (see `Body::rendering`), which is about as long.
                     let body = match &e.outcome {
-                        Outcome::Data(b) => b.len(),
+                        Outcome::Data(b) => 2 * b.len(),
                         _ => 0,
                     };
                     (k.1.as_str().len() + body).min(u32::MAX as usize / 2) as u32 + ENTRY_OVERHEAD
                 })
                 .eviction_policy(moka::policy::EvictionPolicy::lru())
-                .expire_after(PerEntryTtl)
                 .build()
         });
         Memo { cache }
@@ -81,7 +75,7 @@ impl Memo {
         if !outcome.is_answer() || ttl.is_zero() {
             return;
         }
-        cache.insert(key, Entry { outcome: outcome.clone(), expires_at: Instant::now() + ttl, ttl });
+        cache.insert(key, Entry { outcome: outcome.clone(), expires_at: Instant::now() + ttl });
     }
 
     /// Answers held, and the bytes they are weighed at (after pending

@@ -1,7 +1,7 @@
 //! What a backend answers, and what became of one lookup.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 
@@ -14,8 +14,27 @@ use crate::indicator::{IndicatorError, ObjectKind};
 /// answer costs several times its text in memory, and a long-running
 /// process keeps tens of thousands of answers. `LicenseInfo` (quota
 /// figures, not intelligence) is never part of a body.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Body(Arc<str>);
+///
+/// A body also carries one rendering of itself (see [`Body::rendering`]):
+/// a stream that writes the same answer onto many events renders it once,
+/// and the rendering lives and dies with the answer in the memo.
+#[derive(Clone)]
+pub struct Body(Arc<Inner>);
+
+struct Inner {
+    text: Box<str>,
+    /// The last rendering asked for, and the key of the settings it was
+    /// made with. A std mutex: held to compare a key and clone an `Arc`.
+    rendering: Mutex<Option<(u64, Arc<[u8]>)>>,
+}
+
+impl PartialEq for Body {
+    fn eq(&self, other: &Body) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Body {}
 
 /// The section that carries quota figures, not intelligence.
 pub const LICENSE_SECTION: &str = "LicenseInfo";
@@ -30,7 +49,11 @@ impl Body {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let text = serde_json::to_string(&kept).unwrap_or_else(|_| "{}".to_owned());
-        Body(text.into())
+        Body::from_text(text)
+    }
+
+    fn from_text(text: String) -> Body {
+        Body(Arc::new(Inner { text: text.into_boxed_str(), rendering: Mutex::new(None) }))
     }
 
     /// A body from stored text; `None` unless it is a JSON object.
@@ -43,28 +66,42 @@ impl Body {
 
     /// The sections, parsed.
     pub fn value(&self) -> Value {
-        serde_json::from_str(&self.0).unwrap_or_else(|_| Value::Object(Map::new()))
+        serde_json::from_str(self.as_str()).unwrap_or_else(|_| Value::Object(Map::new()))
     }
 
     /// The compact JSON text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.0.text
     }
 
     /// Bytes of text held.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.text.len()
     }
 
     /// Whether the answer holds no section at all (no data: Grey).
     pub fn is_empty(&self) -> bool {
-        &*self.0 == "{}"
+        self.as_str() == "{}"
+    }
+
+    /// A rendering of this body for the settings `key` stands for: the one
+    /// made last, when it was made for the same key, else `make`'s (which
+    /// then replaces it). The rendering lives as long as the body.
+    pub fn rendering(&self, key: u64, make: impl FnOnce(&Body) -> Arc<[u8]>) -> Arc<[u8]> {
+        if let Some((k, bytes)) = &*self.0.rendering.lock().unwrap_or_else(|p| p.into_inner()) {
+            if *k == key {
+                return bytes.clone();
+            }
+        }
+        let bytes = make(self);
+        *self.0.rendering.lock().unwrap_or_else(|p| p.into_inner()) = Some((key, bytes.clone()));
+        bytes
     }
 }
 
 impl fmt::Debug for Body {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Body({})", self.0)
+        write!(f, "Body({})", self.as_str())
     }
 }
 
@@ -72,7 +109,7 @@ impl From<Value> for Body {
     fn from(v: Value) -> Body {
         match v {
             Value::Object(map) => Body::from_sections(&map, None),
-            _ => Body("{}".into()),
+            _ => Body::from_text("{}".to_owned()),
         }
     }
 }
@@ -176,5 +213,23 @@ mod tests {
         let kept = Body::from_sections(json!({"Zone": "Red", "Other": 1}).as_object().unwrap(), Some(&["Zone"]));
         assert_eq!(kept.as_str(), r#"{"Zone":"Red"}"#);
         assert_eq!(Body::from_json("[1]"), None);
+    }
+
+    #[test]
+    fn a_rendering_is_made_once_per_key() {
+        let b = Body::from(json!({"Zone": "Red"}));
+        let shared = b.clone();
+        let mut made = 0;
+        let mut render = |key: u64, text: &str| {
+            b.rendering(key, |_| {
+                made += 1;
+                Arc::from(text.as_bytes())
+            })
+        };
+        assert_eq!(&*render(1, "one"), b"one");
+        assert_eq!(&*render(1, "ignored"), b"one");
+        assert_eq!(&*render(2, "two"), b"two");
+        assert_eq!(made, 2);
+        assert_eq!(&*shared.rendering(2, |_| Arc::from(&b"x"[..])), b"two", "clones share the rendering");
     }
 }

@@ -125,6 +125,11 @@ impl<'a> RawEvent<'a> {
         self.members.iter().map(|m| m.key.as_ref())
     }
 
+    /// Whether a top-level key starts with `prefix`.
+    pub fn has_key_starting_with(&self, prefix: &str) -> bool {
+        self.members.iter().any(|m| m.key.starts_with(prefix))
+    }
+
     /// Where `value` (a value of this event, at any depth) sits in the text.
     pub fn span_of(&self, value: &RawValue) -> Range<usize> {
         let start = offset_in(self.text, value.get());
@@ -179,6 +184,21 @@ pub fn raw_string(v: &RawValue) -> Option<String> {
 pub fn members(additions: &Map<String, Value>) -> Vec<u8> {
     let text = serde_json::to_vec(additions).unwrap_or_else(|_| b"{}".to_vec());
     text[1..text.len() - 1].to_vec()
+}
+
+/// `original` with `members` (serialised `"key":value` pairs, see
+/// [`members`]) added before the closing brace, every other byte unchanged.
+/// The caller makes sure the event holds none of those keys.
+pub fn splice(original: &[u8], event: &RawEvent<'_>, members: &[u8]) -> Vec<u8> {
+    let at = event.members.last().map_or(event.close, |m| m.span.end);
+    let mut out = Vec::with_capacity(original.len() + members.len() + 1);
+    out.extend_from_slice(&original[..at]);
+    if !event.members.is_empty() && !members.is_empty() {
+        out.push(b',');
+    }
+    out.extend_from_slice(members);
+    out.extend_from_slice(&original[at..]);
+    out
 }
 
 /// `original` (the bytes `event` was parsed from, or bytes of the same
@@ -434,6 +454,21 @@ mod tests {
     fn adding_to_empty_and_padded_objects() {
         assert_eq!(write("{ }\n", &set(&[("a", json!(1))], false)), "{ \"a\":1}\n");
         assert_eq!(write("  {\"b\":2}  \r\n", &set(&[("a", json!(1))], false)), "  {\"b\":2,\"a\":1}  \r\n");
+    }
+
+    #[test]
+    fn splicing_adds_members_before_the_brace() {
+        for (text, expected) in
+            [("{\"a\":1 }\r\n", "{\"a\":1,\"k\":2 }\r\n"), ("{ }", "{ \"k\":2}"), ("{}", "{\"k\":2}")]
+        {
+            let e = RawEvent::parse(text.as_bytes()).unwrap();
+            assert_eq!(String::from_utf8(splice(text.as_bytes(), &e, b"\"k\":2")).unwrap(), expected);
+            assert_eq!(
+                String::from_utf8(splice(text.as_bytes(), &e, b"\"k\":2")).unwrap(),
+                write(text, &set(&[("k", json!(2))], false)),
+                "splice and apply agree"
+            );
+        }
     }
 
     #[test]

@@ -214,6 +214,10 @@ impl Batch {
     }
 }
 
+/// Reads answered in one read transaction, at most: the reads queued behind
+/// the first are answered together, taking the database's shared lock once.
+const READ_BATCH: usize = 256;
+
 fn serve(mut conn: Connection, rx: Receiver<Msg>, path: &Path, warned: &AtomicBool) {
     let mut batch = Batch::default();
     let commit = |conn: &mut Connection, rows: Vec<Row>| {
@@ -223,15 +227,37 @@ fn serve(mut conn: Connection, rx: Receiver<Msg>, path: &Path, warned: &AtomicBo
             }
         }
     };
+    let mut queued: std::collections::VecDeque<Msg> = std::collections::VecDeque::new();
     loop {
-        match rx.recv_timeout(batch.patience(Instant::now())) {
+        let msg = match queued.pop_front() {
+            Some(m) => Ok(m),
+            None => rx.recv_timeout(batch.patience(Instant::now())),
+        };
+        match msg {
             Ok(Msg::Get(key, reply)) => {
-                let pending = batch.rows.iter().rev().find(|r| r.key == key && r.expires_ms > now_ms());
-                let answer = match pending {
-                    Some(row) => Ok(Some(row.body.clone())),
-                    None => read(&conn, &key).map_err(|e| e.to_string()),
-                };
-                let _ = reply.send(answer);
+                let mut gets = vec![(key, reply)];
+                while gets.len() < READ_BATCH {
+                    match rx.try_recv() {
+                        Ok(Msg::Get(k, r)) => gets.push((k, r)),
+                        Ok(other) => {
+                            queued.push_back(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let in_transaction = gets.len() > 1 && conn.execute_batch("BEGIN").is_ok();
+                for (key, reply) in gets {
+                    let pending = batch.rows.iter().rev().find(|r| r.key == key && r.expires_ms > now_ms());
+                    let answer = match pending {
+                        Some(row) => Ok(Some(row.body.clone())),
+                        None => read(&conn, &key).map_err(|e| e.to_string()),
+                    };
+                    let _ = reply.send(answer);
+                }
+                if in_transaction {
+                    let _ = conn.execute_batch("COMMIT");
+                }
             }
             Ok(Msg::Put(row)) => batch.push(row, Instant::now()),
             Ok(Msg::Flush(done)) => {
@@ -269,10 +295,9 @@ fn write_rows(conn: &mut Connection, rows: &[Row]) -> rusqlite::Result<()> {
 }
 
 fn read(conn: &Connection, key: &str) -> rusqlite::Result<Option<Option<String>>> {
-    conn.query_row("SELECT body FROM lookups WHERE key = ?1 AND expires_ms > ?2", params![key, now_ms()], |r| {
-        r.get::<_, Option<String>>(0)
-    })
-    .optional()
+    conn.prepare_cached("SELECT body FROM lookups WHERE key = ?1 AND expires_ms > ?2")?
+        .query_row(params![key, now_ms()], |r| r.get::<_, Option<String>>(0))
+        .optional()
 }
 
 #[async_trait]
