@@ -21,7 +21,25 @@ pub fn parse_args<T: clap::Parser>() -> Result<T, ExitCode> {
 }
 
 /// Prints `program: error` (with its causes) and gives status 2.
-pub fn usage_error(program: &str, e: &anyhow::Error) -> ExitCode {
+fn usage_error(program: &str, e: &anyhow::Error) -> ExitCode {
     eprintln!("{program}: {e:#}");
     ExitCode::from(USAGE)
+}
+
+/// Runs `main` on a current-thread runtime and returns its exit status.
+/// Startup failures are usage errors. When `main` is done, the runtime is
+/// left without waiting for its blocking threads: a read of a stdin that
+/// is still open (a stream ended by a signal) would otherwise hold the
+/// process forever. Everything that must be written is written by then.
+pub fn run_async<F>(program: &str, main: F) -> ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return usage_error(program, &anyhow::Error::new(e).context("cannot start")),
+    };
+    let result = runtime.block_on(main);
+    runtime.shutdown_background();
+    result.unwrap_or_else(|e| usage_error(program, &e))
 }

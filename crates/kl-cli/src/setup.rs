@@ -23,7 +23,7 @@ pub struct ConfigSearch {
 
 /// The config file: `--config`, else `$KL_CONFIG`, else the places of
 /// `search`. `None` when there is none: the environment alone configures kl.
-pub fn find_config(given: Option<&Path>, search: ConfigSearch) -> anyhow::Result<Option<PathBuf>> {
+fn find_config(given: Option<&Path>, search: ConfigSearch) -> anyhow::Result<Option<PathBuf>> {
     let named = given
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os("KL_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from));

@@ -22,13 +22,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use kl_core::Pending;
+use kl_core::Waiting;
 use kl_model::{Function, FunctionChoice, Outcome};
 use kl_schema::Style;
 use kl_schema::event::{self, FieldPath, RawEvent, raw_string, raw_type};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio::task::JoinHandle;
 
 use crate::setup::Assembled;
 
@@ -231,28 +230,45 @@ struct Slot {
 
 enum Output {
     Ready(Vec<u8>, Class),
-    /// The task's result; the line itself, should the task fail.
-    Pending(JoinHandle<(Vec<u8>, Class)>, Arc<Vec<u8>>),
+    /// A line whose lookups are running (on the engine's tasks): the writer
+    /// finishes it once they end.
+    Pending(Box<PendingLine>),
+}
+
+struct PendingLine {
+    line: Vec<u8>,
+    asks: Vec<(Ask, State)>,
 }
 
 impl Output {
     fn is_done(&self) -> bool {
         match self {
             Output::Ready(..) => true,
-            Output::Pending(task, _) => task.is_finished(),
+            Output::Pending(p) => p.asks.iter().all(|(_, state)| match state {
+                State::Now(_) => true,
+                State::Later(w) => w.is_done(),
+            }),
         }
     }
 
-    async fn resolve(self) -> (Vec<u8>, Class) {
-        match self {
-            Output::Ready(bytes, class) => (bytes, class),
-            Output::Pending(task, line) => match task.await {
-                Ok(done) => done,
-                Err(e) => {
-                    tracing::error!("enriching a line failed ({e}); it is written unchanged");
-                    (line.to_vec(), Class::Error)
-                }
-            },
+    async fn resolve(self, shared: &Shared) -> (Vec<u8>, Class) {
+        let p = match self {
+            Output::Ready(bytes, class) => return (bytes, class),
+            Output::Pending(p) => p,
+        };
+        let mut done = Vec::with_capacity(p.asks.len());
+        for (ask, state) in p.asks {
+            let outcome = match state {
+                State::Now(o) => o,
+                State::Later(w) => w.outcome().await,
+            };
+            done.push((ask, outcome));
+        }
+        let content = split_ending(&p.line);
+        let readable = event::lenient(&p.line[..content]);
+        match RawEvent::parse(&readable) {
+            Some(event) => finish(shared, &p.line, content, &event, &done),
+            None => (p.line.clone(), Class::Passed),
         }
     }
 }
@@ -481,7 +497,7 @@ struct Ask {
 /// Its answer: known now, or to be waited for.
 enum State {
     Now(Outcome),
-    Later(Pending),
+    Later(Waiting),
 }
 
 /// The line without its ending, and the ending (`\n`, `\r\n` or none).
@@ -529,27 +545,7 @@ fn prepare(shared: &Arc<Shared>, line: Vec<u8>, number: u64) -> Output {
         return Output::Ready(bytes, class);
     }
     drop(event);
-    let line = Arc::new(line);
-    let shared = shared.clone();
-    let task_line = line.clone();
-    let task = tokio::spawn(async move {
-        let mut outcomes = Vec::with_capacity(asks.len());
-        for (ask, state) in asks {
-            let outcome = match state {
-                State::Now(o) => o,
-                State::Later(p) => shared.assembled.engine.wait(p).await,
-            };
-            outcomes.push((ask, outcome));
-        }
-        let line = &task_line;
-        let content = split_ending(line);
-        let readable = event::lenient(&line[..content]);
-        match RawEvent::parse(&readable) {
-            Some(event) => finish(&shared, line, content, &event, &outcomes),
-            None => (line.to_vec(), Class::Passed),
-        }
-    });
-    Output::Pending(task, line)
+    Output::Pending(Box::new(PendingLine { line, asks }))
 }
 
 /// The indicator fields a line holds, each answered from memory or pending.
@@ -578,9 +574,11 @@ fn asks(shared: &Shared, original: &[u8], event: &RawEvent<'_>) -> Vec<(Ask, Sta
                 continue;
             }
         };
+        // A lookup the memo cannot answer starts now, so lookups of
+        // different lines run concurrently while the writer waits in order.
         let state = match engine.lookup_now(function, &text) {
             Ok(outcome) => State::Now(outcome),
-            Err(pending) => State::Later(pending),
+            Err(pending) => State::Later(engine.start(pending)),
         };
         out.push((Ask { field: i, function, raw: text }, state));
     }
@@ -717,7 +715,7 @@ async fn write_lines<W: AsyncWrite + Unpin>(
             }
         }
         let more_buffered = slot.more_buffered;
-        let (bytes, class) = slot.output.resolve().await;
+        let (bytes, class) = slot.output.resolve(&shared).await;
         out.write_all(&bytes).await?;
         unflushed.push(class);
         drop(slot._budget);

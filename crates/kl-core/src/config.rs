@@ -119,7 +119,7 @@ impl Config {
     }
 
     /// Builds a config from YAML text (if any), a base folder and an environment.
-    pub fn from_parts(
+    pub(crate) fn from_parts(
         yaml: Option<&str>,
         base_dir: Option<PathBuf>,
         env: impl Fn(&str) -> Option<String>,

@@ -280,29 +280,18 @@ impl Engine {
         }
     }
 
-    /// Finishes a lookup: joins the same lookup in flight, or starts one.
-    /// The lookup itself runs on a task of its own, so an asker that gives
-    /// up (a client gone) does not waste the request: its answer is still
-    /// stored for the next asker.
+    /// Finishes a lookup: joins the same lookup in flight, or starts one,
+    /// and waits for its outcome.
     pub async fn wait(&self, pending: Pending) -> Outcome {
-        let mut rx = match self.join_or_start(pending.key) {
-            Ok(outcome) => return outcome,
-            Err(rx) => rx,
-        };
-        let answered = async {
-            match rx.wait_for(Option::is_some).await {
-                Ok(v) => v.clone().unwrap_or_else(|| Outcome::Failed("internal error".to_owned())),
-                Err(_) => Outcome::Failed("internal error: the lookup task ended without an answer".to_owned()),
-            }
-        };
-        let outcome = tokio::select! {
-            outcome = answered => outcome,
-            reason = self.deadline_passed() => Outcome::Failed(reason.to_string()),
-        };
-        if matches!(outcome, Outcome::Failed(_)) {
-            Counters::bump(&self.inner.counters.errors);
-        }
-        outcome
+        self.start(pending).outcome().await
+    }
+
+    /// Joins the same lookup in flight, or starts one, without waiting: the
+    /// lookup runs on a task of its own, so an asker that gives up (a
+    /// client gone) does not waste the request, whose answer is still
+    /// stored for the next asker.
+    pub fn start(&self, pending: Pending) -> Waiting {
+        Waiting { engine: self.clone(), state: self.join_or_start(pending.key) }
     }
 
     /// A receiver for the lookup of `key` in flight, joined or started
@@ -498,6 +487,50 @@ impl Engine {
         if let Some(store) = &self.inner.opts.store {
             store.flush().await;
         }
+    }
+}
+
+/// A lookup started or joined; [`Waiting::outcome`] waits for it.
+#[derive(Debug)]
+pub struct Waiting {
+    engine: Engine,
+    /// The outcome, or where it will come.
+    state: Result<Outcome, watch::Receiver<Option<Outcome>>>,
+}
+
+impl Waiting {
+    /// Whether the outcome is there (waiting for it would not wait).
+    pub fn is_done(&self) -> bool {
+        match &self.state {
+            Ok(_) => true,
+            Err(rx) => rx.borrow().is_some(),
+        }
+    }
+
+    /// The outcome, once the lookup ends or the deadline passes.
+    pub async fn outcome(self) -> Outcome {
+        let mut rx = match self.state {
+            Ok(outcome) => return outcome,
+            Err(rx) => rx,
+        };
+        let engine = self.engine;
+        let answered = async {
+            match rx.wait_for(Option::is_some).await {
+                Ok(v) => v.clone().unwrap_or_else(|| Outcome::Failed("internal error".to_owned())),
+                Err(_) => Outcome::Failed("internal error: the lookup task ended without an answer".to_owned()),
+            }
+        };
+        // An answer that is already there wins over a deadline that has
+        // passed meanwhile (a writer may come to it late).
+        let outcome = tokio::select! {
+            biased;
+            outcome = answered => outcome,
+            reason = engine.deadline_passed() => Outcome::Failed(reason.to_string()),
+        };
+        if matches!(outcome, Outcome::Failed(_)) {
+            Counters::bump(&engine.inner.counters.errors);
+        }
+        outcome
     }
 }
 

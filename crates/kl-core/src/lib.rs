@@ -22,7 +22,7 @@ mod tls;
 
 pub use backend::{Backend, BackendInfo, FailureKind, Fetched, License, LookupFailure};
 pub use config::{CacheSetting, Config, ConfigError, Credentials, DEFAULT_API_URL, redact_userinfo};
-pub use engine::{Engine, EngineOptions, Pending, Stats};
+pub use engine::{Engine, EngineOptions, Pending, Stats, Waiting};
 pub use error::Error;
 pub use kl_model::{Answer, Body, Function, HashKind, Indicator, IndicatorError, ObjectKind, Outcome, Zone, json_type};
 pub use secret::Secret;

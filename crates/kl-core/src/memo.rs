@@ -7,85 +7,116 @@
 //! for weeks asks again once an answer is stale. Only answers are kept
 //! (data and "not found"); a failure is never remembered.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use kl_model::{Function, Indicator, Outcome};
+use lru::LruCache;
 use tokio::time::Instant;
 
 /// What the memo is keyed by; the backend is the engine's own.
 pub(crate) type Key = (Function, Indicator);
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Entry {
     outcome: Outcome,
     /// When the answer goes stale, on tokio's clock (which tests pause and
     /// advance). A stale entry is dropped when next asked for; one never
-    /// asked for again still counts against the budget until the least
-    /// recently used leave, so memory stays bounded either way.
+    /// asked for again still counts against the budget until it is the
+    /// least recently used, so memory stays bounded either way.
     expires_at: Instant,
+    /// What it is weighed at.
+    weight: u64,
 }
 
 /// What one entry costs besides its indicator and answer text: the key and
-/// entry structs, moka's bookkeeping (hash table slot, access-order queue)
-/// and the allocator's. Measured with `cargo xtask bench --only memo`
+/// entry structs, the LRU list node and hash table slot, and the
+/// allocator's. Measured with `cargo xtask bench --only memo`
 /// (docs/performance.md), which this keeps the budget honest to.
-pub(crate) const ENTRY_OVERHEAD: u32 = 600;
+pub(crate) const ENTRY_OVERHEAD: u64 = 300;
+
+/// An entry's weight: its indicator, its answer's text, room for one
+/// rendering of it (see `Body::rendering`, about as long), and overhead.
+fn weight(key: &Key, outcome: &Outcome) -> u64 {
+    let body = match outcome {
+        Outcome::Data(b) => 2 * b.len(),
+        _ => 0,
+    };
+    (key.1.as_str().len() + body) as u64 + ENTRY_OVERHEAD
+}
+
+#[derive(Debug)]
+struct Lru {
+    map: LruCache<Key, Entry>,
+    /// The sum of the entries' weights.
+    weight: u64,
+}
+
+impl Lru {
+    fn remove(&mut self, key: &Key) {
+        if let Some(e) = self.map.pop(key) {
+            self.weight -= e.weight;
+        }
+    }
+}
 
 /// The memo; absent when its budget is 0.
 #[derive(Debug)]
 pub(crate) struct Memo {
-    cache: Option<moka::sync::Cache<Key, Entry>>,
+    budget: u64,
+    /// A std mutex: held for one map operation, never across an await.
+    lru: Option<Mutex<Lru>>,
 }
 
 impl Memo {
-    pub(crate) fn new(budget_bytes: u64) -> Memo {
-        let cache = (budget_bytes > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(budget_bytes)
-                .weigher(|k: &Key, e: &Entry| {
-                    // An answer's text, and room for one rendering of it
-                    // (see `Body::rendering`), which is about as long.
-                    let body = match &e.outcome {
-                        Outcome::Data(b) => 2 * b.len(),
-                        _ => 0,
-                    };
-                    (k.1.as_str().len() + body).min(u32::MAX as usize / 2) as u32 + ENTRY_OVERHEAD
-                })
-                .eviction_policy(moka::policy::EvictionPolicy::lru())
-                .build()
-        });
-        Memo { cache }
+    pub(crate) fn new(budget: u64) -> Memo {
+        let lru = (budget > 0).then(|| Mutex::new(Lru { map: LruCache::unbounded(), weight: 0 }));
+        Memo { budget, lru }
     }
 
-    /// A fresh answer, if the memo holds one.
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, Lru>> {
+        self.lru.as_ref().map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A fresh answer, if the memo holds one; it becomes the most recently used.
     pub(crate) fn get(&self, key: &Key) -> Option<Outcome> {
-        let cache = self.cache.as_ref()?;
-        let entry = cache.get(key)?;
-        if Instant::now() >= entry.expires_at {
-            cache.invalidate(key);
-            return None;
+        let mut lru = self.lock()?;
+        let entry = lru.map.get(key)?;
+        if Instant::now() < entry.expires_at {
+            return Some(entry.outcome.clone());
         }
-        Some(entry.outcome)
+        lru.remove(key);
+        None
     }
 
-    /// Remembers an answer for `ttl`; failures and skips are not answers
-    /// and are never kept.
+    /// Remembers an answer for `ttl`, evicting the least recently used
+    /// answers while the budget is exceeded. Failures and skips are not
+    /// answers and are never kept.
     pub(crate) fn insert(&self, key: Key, outcome: &Outcome, ttl: Duration) {
-        let Some(cache) = &self.cache else { return };
         if !outcome.is_answer() || ttl.is_zero() {
             return;
         }
-        cache.insert(key, Entry { outcome: outcome.clone(), expires_at: Instant::now() + ttl });
+        let weight = weight(&key, outcome);
+        let Some(mut lru) = self.lock() else { return };
+        lru.remove(&key);
+        if weight > self.budget {
+            return;
+        }
+        let entry = Entry { outcome: outcome.clone(), expires_at: Instant::now() + ttl, weight };
+        lru.map.put(key, entry);
+        lru.weight += weight;
+        while lru.weight > self.budget {
+            match lru.map.pop_lru() {
+                Some((_, e)) => lru.weight -= e.weight,
+                None => break,
+            }
+        }
     }
 
-    /// Answers held, and the bytes they are weighed at (after pending
-    /// bookkeeping is done).
+    /// Answers held, and the bytes they are weighed at.
     pub(crate) fn usage(&self) -> (u64, u64) {
-        match &self.cache {
-            Some(c) => {
-                c.run_pending_tasks();
-                (c.entry_count(), c.weighted_size())
-            }
+        match self.lock() {
+            Some(lru) => (lru.map.len() as u64, lru.weight),
             None => (0, 0),
         }
     }
@@ -116,6 +147,7 @@ mod tests {
         assert!(memo.get(&key("8.8.8.8")).is_some());
         tokio::time::advance(Duration::from_millis(1000)).await;
         assert_eq!(memo.get(&key("8.8.8.8")), None);
+        assert_eq!(memo.usage(), (0, 0), "stale entries leave when asked for");
     }
 
     #[test]
@@ -137,14 +169,27 @@ mod tests {
             memo.insert(key(&ip), &data(100), Duration::from_secs(3600));
             // Touch an early entry now and then: it stays.
             let _ = memo.get(&key("11.0.0.0"));
+            assert!(memo.usage().1 <= budget);
         }
         let (count, weight) = memo.usage();
-        assert!(weight <= budget, "{weight} > {budget}");
         assert!(count > 100 && count < 5000, "{count}");
+        assert!(weight > budget - 1000, "the budget is used: {weight}");
         assert!(memo.get(&key("11.0.0.0")).is_some(), "a recently used answer was evicted");
         assert!(memo.get(&key("11.0.0.5")).is_none(), "an old unused answer was kept");
         let newest = format!("11.0.{}.{}", 4999 >> 8, 4999 & 255);
         assert!(memo.get(&key(&newest)).is_some());
+    }
+
+    #[test]
+    fn replacing_an_answer_reweighs_it() {
+        let memo = Memo::new(1 << 20);
+        memo.insert(key("8.8.8.8"), &data(1000), Duration::from_secs(60));
+        let big = memo.usage().1;
+        memo.insert(key("8.8.8.8"), &Outcome::NotFound, Duration::from_secs(60));
+        let (count, small) = memo.usage();
+        assert_eq!(count, 1);
+        assert!(small < big);
+        assert_eq!(small, weight(&key("8.8.8.8"), &Outcome::NotFound));
     }
 
     #[test]

@@ -47,14 +47,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     setup::init_logging(false);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return exit::usage_error(NAME, &anyhow::Error::new(e).context("cannot start")),
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => exit::usage_error(NAME, &e),
-    }
+    exit::run_async(NAME, async { run(args).await.map(|()| ExitCode::SUCCESS) })
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

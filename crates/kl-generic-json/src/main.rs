@@ -114,17 +114,12 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return exit::usage_error(NAME, &anyhow::Error::new(e).context("cannot start")),
-    };
-    let result = runtime.block_on(async {
+    exit::run_async(NAME, async {
         match cli.command {
             Command::Enrich(args) => enrich(args).await,
             Command::Lookup(args) => lookup(args).await,
         }
-    });
-    result.unwrap_or_else(|e| exit::usage_error(NAME, &e))
+    })
 }
 
 /// Refuses a function the backend cannot answer, before anything is read.

@@ -53,7 +53,7 @@ impl Function {
     }
 
     /// The report function for an object kind (what `auto` picks).
-    pub fn report_for(kind: ObjectKind) -> Function {
+    pub(crate) fn report_for(kind: ObjectKind) -> Function {
         match kind {
             ObjectKind::Ipv4 => Function::IpReport,
             ObjectKind::Domain => Function::DomainReport,

@@ -57,11 +57,6 @@ impl Zone {
             Zone::Unknown(_) => None,
         }
     }
-
-    /// Whether this is one of the five documented colours.
-    pub fn is_known(&self) -> bool {
-        self.severity().is_some()
-    }
 }
 
 impl fmt::Display for Zone {

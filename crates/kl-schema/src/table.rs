@@ -31,7 +31,7 @@ pub enum Kind {
 }
 
 /// The keys that name a WHOIS contact's role, the first present winning.
-pub const ROLE_KEYS: &[&str] = &["Role", "ContactType"];
+pub(crate) const ROLE_KEYS: &[&str] = &["Role", "ContactType"];
 
 /// One documented field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -350,3 +350,30 @@ pub fn check(event: &serde_json::Value, ip: &str, expect: &Expect) -> Result<(),
     };
     if ok { Ok(()) } else { Err(format!("{ip}: expected {expect:?}, got {event}")) }
 }
+
+/// Sends `signal` (`TERM`, `INT`…) to process `pid`, through kill(1): the
+/// workspace forbids unsafe code, and tests need no more than this.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status =
+        std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// Waits for `child` to end, for at most `limit`; panics past it (the
+/// child is killed). Returns its exit status and everything it wrote on
+/// stderr.
+pub async fn wait_within(mut child: tokio::process::Child, limit: Duration) -> (std::process::ExitStatus, String) {
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let reader = tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s).await;
+        s
+    });
+    match tokio::time::timeout(limit, child.wait()).await {
+        Ok(status) => (status.expect("wait"), reader.await.unwrap_or_default()),
+        Err(_) => {
+            let _ = child.kill().await;
+            panic!("the process did not end within {limit:?}: {}", reader.await.unwrap_or_default());
+        }
+    }
+}

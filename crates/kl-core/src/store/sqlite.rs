@@ -104,7 +104,8 @@ impl SqliteStore {
     }
 
     /// Whether something went wrong with the database (tests).
-    pub fn has_warned(&self) -> bool {
+    #[cfg(test)]
+    fn has_warned(&self) -> bool {
         self.warned.load(Ordering::Relaxed)
     }
 

@@ -289,3 +289,17 @@ async fn many_distinct_indicators_keep_the_memo_within_its_budget() {
     assert!(entries > 1000, "{entries}");
     assert_eq!(backend.calls(), 50_000);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_already_there_wins_over_a_deadline_passed_meanwhile() {
+    let backend = Arc::new(Scripted::default());
+    let engine = Engine::new(backend.clone(), opts(4));
+    let Err(pending) = engine.lookup_now(Function::IpReport, "8.8.8.8") else { panic!("not in the memo yet") };
+    let waiting = engine.start(pending);
+    while !waiting.is_done() {
+        tokio::task::yield_now().await;
+    }
+    engine.set_deadline(Duration::ZERO, "too late");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(matches!(waiting.outcome().await, Outcome::Data(_)));
+}

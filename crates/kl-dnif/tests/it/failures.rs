@@ -1,6 +1,9 @@
 //! Exit statuses, failed lookups between good ones, and secrets.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::matchers::{any, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -195,4 +198,45 @@ async fn any_valid_event_passes_byte_for_byte_with_fields_added() {
         "an existing $KLZone is replaced in place, once: {text}"
     );
     assert_eq!(text.matches("stale").count() + text.matches("twice").count(), 0);
+}
+
+/// On SIGTERM, a batch is finished within KL_DRAIN_SECS: lookups still
+/// open then get $KLError, every event is written, and the exit is 0.
+#[tokio::test]
+async fn sigterm_finishes_the_batch_within_the_drain_time() {
+    let server = MockServer::start().await;
+    Mock::given(path("/api/ip/2.2.2.2"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"Zone": "Red"})).set_delay(Duration::from_secs(120)),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"Zone": "Green"})))
+        .mount(&server)
+        .await;
+    let (_dir, cfg) = config_dir(
+        &format!("{}/api", server.uri()),
+        "  KL_DRAIN_SECS: 1\n  KL_TIMEOUT_SECS: 300\n  KL_CACHE_PATH: off\n",
+    );
+    let mut cmd =
+        kl_testkit::command(env!("CARGO_BIN_EXE_kl-dnif"), &["--config", cfg.to_str().unwrap(), "get_ip_report", "ip"]);
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(br#"[{"ip":"1.1.1.1"},{"ip":"2.2.2.2"},{"ip":"3.3.3.3"}]"#).await.unwrap();
+    drop(stdin);
+    let mut stdout = child.stdout.take().unwrap();
+    while server.received_requests().await.unwrap().len() < 3 {
+        tokio::task::yield_now().await;
+    }
+    kl_testkit::send_signal(child.id().unwrap(), "TERM");
+    let (status, stderr) = kl_testkit::wait_within(child, Duration::from_secs(5)).await;
+    assert!(status.success(), "{status:?}: {stderr}");
+    let mut text = String::new();
+    stdout.read_to_string(&mut text).await.unwrap();
+    let events: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0]["$KLZone"], "Green");
+    assert!(events[1]["$KLError"].as_str().unwrap().contains("KL_DRAIN_SECS"), "{}", events[1]);
+    assert_eq!(events[2]["$KLZone"], "Green");
 }

@@ -16,14 +16,14 @@ mod shim;
 
 const PASSWORD: &str = "pw-5ecret-DNIF";
 
-pub async fn run_kl_dnif(args: &[&str], stdin: &[u8], envs: &[(&str, &str)]) -> Output {
+pub(crate) async fn run_kl_dnif(args: &[&str], stdin: &[u8], envs: &[(&str, &str)]) -> Output {
     let mut cmd = kl_testkit::command(env!("CARGO_BIN_EXE_kl-dnif"), args);
     cmd.envs(envs.iter().copied());
     kl_testkit::run_with_stdin(cmd, stdin).await
 }
 
 /// A config folder with a token config pointing at `url`, plus `extra` lines.
-pub fn config_dir(url: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn config_dir(url: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dnifconfig.yml");
     std::fs::write(
@@ -34,13 +34,13 @@ pub fn config_dir(url: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-pub fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
 
 /// Serves every fixture response at its API path, each at most once per
 /// function's sections, and fails on anything else.
-pub async fn fixture_server() -> MockServer {
+pub(crate) async fn fixture_server() -> MockServer {
     let server = MockServer::start().await;
     for kind in ["ip", "domain", "url", "hash"] {
         for entry in std::fs::read_dir(fixtures().join("responses").join(kind)).unwrap() {
@@ -58,13 +58,13 @@ pub async fn fixture_server() -> MockServer {
     server
 }
 
-pub fn parse(out: &Output) -> Vec<Value> {
+pub(crate) fn parse(out: &Output) -> Vec<Value> {
     assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The `$KL` keys of an event.
-pub fn kl_keys(event: &Value) -> Vec<&str> {
+pub(crate) fn kl_keys(event: &Value) -> Vec<&str> {
     event.as_object().unwrap().keys().map(String::as_str).filter(|k| k.starts_with("$KL")).collect()
 }
 

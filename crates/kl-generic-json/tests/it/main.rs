@@ -5,24 +5,25 @@ use std::process::Output;
 
 mod cli;
 mod faults;
+mod longrun;
 mod recipes;
 mod styles;
 
-pub fn bin() -> &'static str {
+pub(crate) fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_kl-generic-json")
 }
 
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-pub fn responses() -> PathBuf {
+pub(crate) fn responses() -> PathBuf {
     root().join("fixtures/responses")
 }
 
 /// Each run gets a cache folder of its own (the default XDG place, under a
 /// fresh `XDG_CACHE_HOME`), so no test sees another's answers.
-pub fn command(args: &[&str]) -> tokio::process::Command {
+pub(crate) fn command(args: &[&str]) -> tokio::process::Command {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let xdg = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -33,17 +34,17 @@ pub fn command(args: &[&str]) -> tokio::process::Command {
 }
 
 /// Runs with `stdin` written in full, then closed.
-pub async fn run(args: &[&str], stdin: &[u8]) -> Output {
+pub(crate) async fn run(args: &[&str], stdin: &[u8]) -> Output {
     kl_testkit::run_with_stdin(command(args), stdin).await
 }
 
-pub fn stdout_lines(out: &Output) -> Vec<serde_json::Value> {
+pub(crate) fn stdout_lines(out: &Output) -> Vec<serde_json::Value> {
     assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// A token config for `url` in a temporary folder.
-pub fn config(url: &str, extra: &str) -> (tempfile::TempDir, String) {
+pub(crate) fn config(url: &str, extra: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kl.yml");
     std::fs::write(
