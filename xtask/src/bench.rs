@@ -38,6 +38,8 @@ pub struct Options {
     pub distinct: Vec<usize>,
     /// Run only these parts (`dnif`, `streams`, `memo`); all when empty.
     pub only: Vec<String>,
+    /// Small events (`{"indicator":"…"}`) instead of firewall-log-sized ones.
+    pub small: bool,
 }
 
 impl Options {
@@ -48,9 +50,14 @@ impl Options {
             events: 200_000,
             distinct: vec![200, 20_000, 200_000],
             only: Vec::new(),
+            small: false,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
+            if a == "--small" {
+                o.small = true;
+                continue;
+            }
             let v = it.next().with_context(|| format!("{a} needs a value"))?;
             match a.as_str() {
                 "--latency-ms" => o.latency_ms = v.parse()?,
@@ -253,9 +260,13 @@ fn addresses(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("11.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255)).collect()
 }
 
-fn write_events(path: &Path, events: usize, ips: &[String]) -> anyhow::Result<u64> {
+fn write_events(path: &Path, events: usize, ips: &[String], small: bool) -> anyhow::Result<u64> {
     let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
     for i in 0..events {
+        if small {
+            writeln!(w, r#"{{"indicator":"{}"}}"#, ips[(i * 7919) % ips.len()])?;
+            continue;
+        }
         writeln!(
             w,
             r#"{{"@timestamp":"2026-11-20T08:14:03Z","event":{{"module":"firewall","action":"deny","id":{i}}},"host":{{"name":"fw-edge-1"}},"indicator":"{}","destination":{{"ip":"10.20.0.15","port":22}},"message":"connection attempt blocked by policy 17"}}"#,
@@ -345,14 +356,15 @@ fn dnif_batch(b: &Bench) -> anyhow::Result<()> {
 fn streams(b: &Bench) -> anyhow::Result<()> {
     let events = b.opts.events;
     println!();
-    println!("kl-generic-json enrich --style kl, {events} events (limits: peak 64 MiB; warm within 1.5x jq)");
+    let shape = if b.opts.small { "small" } else { "firewall-log" };
+    println!("kl-generic-json enrich --style kl, {events} {shape} events (limits: peak 64 MiB; warm within 1.5x jq)");
     println!(
         "  {:>9} {:>5} {:>9} {:>9} {:>11} {:>9} {:>8}",
         "distinct", "cache", "requests", "wall s", "events/s", "peak MiB", "x jq"
     );
     for &distinct in &b.opts.distinct {
         let input = b.work.join(format!("events-{distinct}.ndjson"));
-        let size = write_events(&input, events, &addresses(distinct))?;
+        let size = write_events(&input, events, &addresses(distinct), b.opts.small)?;
         let jq = measure(Command::new("jq").arg("-c").arg("."), &input, &b.work.join("jq.ndjson")).ok();
         let cfg = b.config(&format!("stream-{distinct}.yml"), &b.cache_line(&format!("cache-{distinct}")))?;
         for label in ["cold", "warm"] {
@@ -389,7 +401,7 @@ fn memo_entry_cost(b: &Bench) -> anyhow::Result<()> {
     for distinct in [20_000usize, 200_000] {
         let input = b.work.join(format!("memo-{distinct}.ndjson"));
         // Each address once: every line is a new memo entry.
-        write_events(&input, distinct, &addresses(distinct))?;
+        write_events(&input, distinct, &addresses(distinct), false)?;
         let (_, run) = b.enrich(&cfg, &input)?;
         peaks.push((distinct, run.peak_kib));
     }
