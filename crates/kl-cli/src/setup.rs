@@ -9,6 +9,8 @@ use anyhow::{Context, bail};
 use kl_core::backend::ReplayBackend;
 use kl_core::store::{SqliteStore, Store};
 use kl_core::{CacheSetting, Config, Engine, EngineOptions};
+use kl_model::Portal;
+use kl_schema::Ecs;
 
 /// Where a binary looks for its config when `--config` is not given and
 /// `$KL_CONFIG` is not set.
@@ -51,18 +53,35 @@ pub fn load_config(given: Option<&Path>, search: ConfigSearch) -> anyhow::Result
     Config::load(path.as_deref()).context("configuration")
 }
 
-/// Logs to stderr: `RUST_LOG` if set, else warnings; with `quiet`, nothing
-/// unless `RUST_LOG` asks.
-pub fn init_logging(quiet: bool) {
-    let default = if quiet { "off" } else { "warn" };
+/// Sets up logging: to `log_file` when given (appended; warnings and
+/// errors, or what `RUST_LOG` asks), else to stderr (the same, or nothing
+/// with `quiet` unless `RUST_LOG` asks).
+pub fn init_logging(quiet: bool, log_file: Option<&Path>) -> anyhow::Result<()> {
+    let default = if quiet && log_file.is_none() { "off" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = match log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("configuration: KL_LOG_FILE: cannot open {}", path.display()))?;
+            builder.with_writer(std::sync::Mutex::new(file)).with_ansi(false).try_init()
+        }
+        None => builder.with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).try_init(),
+    };
+    Ok(())
+}
+
+/// Logging as `config` and `quiet` ask, then the config's warnings.
+pub fn start_logging(config: &Config, quiet: bool) -> anyhow::Result<()> {
+    init_logging(quiet, config.log_file.as_deref())?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(())
 }
 
 /// What differs between adapters when the engine is assembled.
@@ -74,12 +93,14 @@ pub struct EngineSetup {
     pub run_deadline: bool,
 }
 
-/// An engine and how long a shutdown may drain it.
+/// An engine, how long a shutdown may drain it, and what the ECS style
+/// needs to know about where answers come from.
 #[derive(Debug, Clone)]
 pub struct Assembled {
     pub engine: Engine,
     /// `KL_DRAIN_SECS`.
     pub drain: Duration,
+    pub ecs: Ecs,
 }
 
 impl Assembled {
@@ -106,7 +127,17 @@ pub fn engine(config: &Config, setup: EngineSetup) -> anyhow::Result<Assembled> 
         deadline: setup.run_deadline.then_some(config.deadline),
         ..EngineOptions::from_config(config)
     };
-    Ok(Assembled { engine: Engine::new(backend, opts), drain: config.drain })
+    let engine = Engine::new(backend, opts);
+    let ecs = Ecs { threat_zones: config.ecs_threat_zones.clone(), portal: portal(&engine) };
+    Ok(Assembled { engine, drain: config.drain, ecs })
+}
+
+/// The portal behind an engine's backend.
+fn portal(engine: &Engine) -> Portal {
+    match engine.backend_info().name {
+        "opentip" => Portal::OpenTip,
+        _ => Portal::Tip,
+    }
 }
 
 /// An engine over recorded answers (`--offline DIR`): no network, no
@@ -115,5 +146,5 @@ pub fn offline_engine(dir: &Path) -> anyhow::Result<Assembled> {
     let backend = ReplayBackend::new(dir).context("--offline")?;
     let opts = EngineOptions { store: None, ..EngineOptions::default() };
     let drain = Duration::from_secs(kl_model::keys::DRAIN.default_text().parse().unwrap_or(5));
-    Ok(Assembled { engine: Engine::new(Arc::new(backend), opts), drain })
+    Ok(Assembled { engine: Engine::new(Arc::new(backend), opts), drain, ecs: Ecs::default() })
 }

@@ -606,18 +606,19 @@ fn finish(
             // to replace: the answer's rendering for these settings, made
             // once and kept with the answer, spliced in.
             let members = body.rendering(rendering_key(&shared.settings, ask), |_| {
-                let output = output(&shared.settings, done);
+                let output = output(shared, done);
                 Arc::from(event::members(&output.members))
             });
             event::splice(&line[..content], event, &members)
         }
-        _ => event::apply(&line[..content], event, &output(&shared.settings, done)),
+        _ => event::apply(&line[..content], event, &output(shared, done)),
     };
     bytes.extend_from_slice(&line[content..]);
     (bytes, class)
 }
 
-fn output(s: &Settings, done: &[(Ask, Outcome)]) -> kl_schema::Output {
+fn output(shared: &Shared, done: &[(Ask, Outcome)]) -> kl_schema::Output {
+    let s = &shared.settings;
     let items: Vec<kl_schema::Item<'_>> = done
         .iter()
         .map(|(ask, outcome)| kl_schema::Item {
@@ -628,7 +629,7 @@ fn output(s: &Settings, done: &[(Ask, Outcome)]) -> kl_schema::Output {
             outcome,
         })
         .collect();
-    kl_schema::output(s.style, &s.target, &items)
+    kl_schema::output(s.style, &s.target, &shared.assembled.ecs, &items)
 }
 
 /// Whether the event holds a key the answer of `ask` would write or clear.

@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kl_model::Zone;
 use kl_model::keys::{self, Key, Kind};
 use reqwest::Url;
 
@@ -81,14 +82,22 @@ pub struct Config {
     pub deadline: Duration,
     pub drain: Duration,
     pub lookup_private_ips: bool,
+    pub lookup_internal_names: bool,
     pub records_count: Option<u32>,
     pub max_response_bytes: u64,
     pub memo_bytes: u64,
     pub cache: CacheSetting,
     pub cache_ttl: Duration,
     pub cache_grey_ttl: Duration,
+    /// The zones worth an ECS `threat.enrichments[]` entry.
+    pub ecs_threat_zones: Vec<Zone>,
+    /// Where warnings go instead of stderr.
+    pub log_file: Option<PathBuf>,
     /// The folder of the config file (relative paths resolve against it).
     pub base_dir: Option<PathBuf>,
+    /// What loading found worth a warning, for the caller to log once its
+    /// logging is set up (it may go to `log_file`).
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -141,7 +150,7 @@ impl Config {
                 return Err(ConfigError::new(key, "still holds the template placeholder; put the real value in"));
             }
         }
-        Raw { values, base_dir }.check(&env)
+        Raw { values, base_dir, warnings: Default::default() }.check(&env)
     }
 
     /// A config for tests and the offline mode: token auth against `url`.
@@ -215,6 +224,7 @@ fn yaml_key(k: &serde_yaml::Value) -> Result<String, ConfigError> {
 struct Raw {
     values: BTreeMap<&'static str, String>,
     base_dir: Option<PathBuf>,
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 impl Raw {
@@ -249,16 +259,16 @@ impl Raw {
             if let Some(workdir) = env("WORKDIR") {
                 let legacy = PathBuf::from(format!("{workdir}{raw}"));
                 if legacy.exists() {
-                    tracing::warn!(
+                    self.warnings.borrow_mut().push(format!(
                         "{} is resolved against $WORKDIR ({}), as the 2018 plugin did; this form is deprecated, write the full path instead",
                         key.name,
                         legacy.display()
-                    );
+                    ));
                     resolved = legacy;
                 }
             }
         }
-        if key.kind == Kind::File {
+        if key.kind == Kind::File && key.name != keys::LOG_FILE.name {
             if resolved.is_dir() {
                 return Err(ConfigError::new(
                     key.name,
@@ -311,13 +321,13 @@ impl Raw {
         }
         if let Some(token) = token {
             if username.is_some() || password.is_some() || cert.is_some() {
-                tracing::warn!(
+                self.warnings.borrow_mut().push(format!(
                     "{} is set together with {}, {} or {}: the token is used and the others are ignored",
                     keys::TOKEN.name,
                     keys::USERNAME.name,
                     keys::PASSWORD.name,
                     keys::CERT_PATH.name
-                );
+                ));
             }
             return Ok(Credentials::Token(token));
         }
@@ -356,6 +366,30 @@ impl Raw {
             Some(v) if v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("false") => CacheSetting::Off,
             Some(_) => CacheSetting::Path(self.path(&keys::CACHE_PATH, env)?.unwrap_or_default()),
         };
+        let ecs_threat_zones = match self.get(&keys::ECS_THREAT_ZONES) {
+            None => vec![Zone::Red, Zone::Orange, Zone::Yellow],
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|z| !z.is_empty())
+                .map(|z| match Zone::parse(z) {
+                    Zone::Unknown(_) => Err(ConfigError::new(
+                        keys::ECS_THREAT_ZONES.name,
+                        format!("unknown zone {z:?}; expected Red, Orange, Yellow, Grey or Green"),
+                    )),
+                    zone => Ok(zone),
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let log_file = self.path(&keys::LOG_FILE, env)?;
+        if let Some(p) = &log_file {
+            if p.is_dir() {
+                return Err(ConfigError::new(
+                    keys::LOG_FILE.name,
+                    format!("{} is a directory; a file is expected", p.display()),
+                ));
+            }
+        }
         Ok(Config {
             credentials,
             cert_path,
@@ -367,13 +401,17 @@ impl Raw {
             deadline: self.seconds(&keys::DEADLINE)?,
             drain: self.seconds(&keys::DRAIN)?,
             lookup_private_ips: self.boolean(&keys::LOOKUP_PRIVATE_IPS)?,
+            lookup_internal_names: self.boolean(&keys::LOOKUP_INTERNAL_NAMES)?,
             records_count: self.optional_number(&keys::RECORDS_COUNT)?.map(|n| n as u32),
             max_response_bytes: self.number(&keys::MAX_RESPONSE_BYTES)?,
             memo_bytes: self.number(&keys::MEMO_BYTES)?,
             cache,
             cache_ttl: self.seconds(&keys::CACHE_TTL)?,
             cache_grey_ttl: self.seconds(&keys::CACHE_GREY_TTL)?,
+            ecs_threat_zones,
+            log_file,
             base_dir: self.base_dir,
+            warnings: self.warnings.into_inner(),
         })
     }
 }
@@ -546,15 +584,25 @@ mod tests {
     }
 
     #[test]
+    fn threat_zones_are_zones() {
+        let c = load("lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n  KL_ECS_THREAT_ZONES: red, Orange\n").unwrap();
+        assert_eq!(c.ecs_threat_zones, vec![Zone::Red, Zone::Orange]);
+        let e = load("lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n  KL_ECS_THREAT_ZONES: Red,Purple\n").unwrap_err();
+        assert_eq!(e.key, Some("KL_ECS_THREAT_ZONES"));
+    }
+
+    #[test]
     fn a_token_needs_no_certificate_and_wins_over_basic() {
         let c = load("lookup_plugin:\n  KASPERSKY_API_TOKEN: abc\n").unwrap();
         assert_eq!(c.cert_path, None);
+        assert!(c.warnings.is_empty());
         let c = load(
             "lookup_plugin:\n  KASPERSKY_API_TOKEN: abc\n  KASPERSKY_API_USERNAME: u\n  KASPERSKY_API_PASSWORD: p\n  KASPERSKY_API_CERT_PATH: /nonexistent.pem\n",
         )
         .unwrap();
         assert_eq!(c.credentials, Credentials::Token(Secret::new("abc")));
         assert_eq!(c.cert_path, None);
+        assert!(c.warnings[0].contains("the token is used"), "{:?}", c.warnings);
     }
 
     #[test]

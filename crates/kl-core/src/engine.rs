@@ -85,7 +85,7 @@ impl EngineOptions {
         EngineOptions {
             concurrency: c.concurrency,
             tries: c.retries,
-            policy: Policy { lookup_private_ips: c.lookup_private_ips },
+            policy: Policy { lookup_private_ips: c.lookup_private_ips, lookup_internal_names: c.lookup_internal_names },
             memo_bytes: c.memo_bytes,
             ttl: c.cache_ttl,
             grey_ttl: c.cache_grey_ttl,
@@ -268,7 +268,7 @@ impl Engine {
         };
         if let Some(reason) = indicator.withheld(&self.inner.opts.policy) {
             Counters::bump(&c.skipped);
-            return Ok(Outcome::Skipped(reason.to_owned()));
+            return Ok(Outcome::Skipped(reason));
         }
         let key = (function, indicator);
         match self.inner.memo.get(&key) {

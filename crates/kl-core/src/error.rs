@@ -20,6 +20,10 @@ pub enum Error {
     /// The connection could not be made or broke off.
     #[error("connection failed: {message}")]
     Transport { message: String },
+    /// The TLS handshake failed on a certificate: the server's is not
+    /// trusted, or ours was refused. Permanent for the run.
+    #[error("{message}")]
+    Tls { message: String },
     /// No complete answer within the request timeout.
     #[error("timeout after {}s", secs(*timeout))]
     Timeout { timeout: Duration },
@@ -64,7 +68,8 @@ fn status_message(status: u16) -> String {
 pub enum FailureKind {
     /// Worth another try: connect errors, timeouts, 429, 5xx.
     Transient,
-    /// Stop the whole run: 401 and 403 (bad credentials, no access, quota).
+    /// Stop the whole run: 401 and 403 (bad credentials, no access, quota),
+    /// and certificate failures (no later request would do better).
     Fatal,
     /// This lookup failed; others may still succeed.
     Permanent,
@@ -75,7 +80,7 @@ impl Error {
     pub fn kind(&self) -> FailureKind {
         match self {
             Error::Transport { .. } | Error::Timeout { .. } => FailureKind::Transient,
-            Error::Status { status: 401 | 403, .. } => FailureKind::Fatal,
+            Error::Status { status: 401 | 403, .. } | Error::Tls { .. } => FailureKind::Fatal,
             Error::Status { status, .. } if *status == 429 || (500..600).contains(status) => FailureKind::Transient,
             _ => FailureKind::Permanent,
         }

@@ -46,7 +46,6 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
-    setup::init_logging(false);
     exit::run_async(NAME, async { run(args).await.map(|()| ExitCode::SUCCESS) })
 }
 
@@ -56,6 +55,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bail!("FIELD is empty; name the event key that holds the indicator, such as $SrcIP");
     }
     let config = setup::load_config(args.config.as_deref(), SEARCH)?;
+    setup::start_logging(&config, false)?;
     // The cache lives beside the plugin's config by default (`cache/`), so
     // every DNIF process on the host shares it.
     let default_cache_dir = config.base_dir.as_ref().map(|d| d.join("cache")).or_else(kl_core::store::xdg_cache_dir);
@@ -104,7 +104,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         target: None,
                         outcome,
                     };
-                    event::apply(original, event, &kl_schema::output(Style::Kl, "", &[item]))
+                    event::apply(original, event, &kl_schema::output(Style::Kl, "", &assembled.ecs, &[item]))
                 }
             }
         })

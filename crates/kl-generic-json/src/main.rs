@@ -45,11 +45,17 @@ struct Source {
 }
 
 impl Source {
-    fn assemble(&self) -> anyhow::Result<Assembled> {
+    /// Loads the config, sets up logging (`quiet`: nothing on stderr but
+    /// errors that stop the run), and assembles the engine.
+    fn assemble(&self, quiet: bool) -> anyhow::Result<Assembled> {
         match &self.offline {
-            Some(dir) => setup::offline_engine(dir),
+            Some(dir) => {
+                setup::init_logging(quiet, None)?;
+                setup::offline_engine(dir)
+            }
             None => {
                 let config = setup::load_config(self.config.as_deref(), ConfigSearch::default())?;
+                setup::start_logging(&config, quiet)?;
                 // A stream has no end to count a run deadline from: each
                 // lookup is bounded by its tries and the request timeout.
                 setup::engine(
@@ -141,8 +147,7 @@ async fn enrich(args: EnrichArgs) -> anyhow::Result<ExitCode> {
         progress: !args.quiet && std::io::stderr().is_terminal(),
     };
     settings.check().map_err(anyhow::Error::msg)?;
-    setup::init_logging(args.quiet);
-    let assembled = args.source.assemble()?;
+    let assembled = args.source.assemble(args.quiet)?;
     check_function(&assembled, settings.function)?;
     let engine = assembled.engine.clone();
     let summary =
@@ -162,17 +167,11 @@ async fn enrich(args: EnrichArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn lookup(args: LookupArgs) -> anyhow::Result<ExitCode> {
-    setup::init_logging(false);
-    let assembled = args.source.assemble()?;
+    let assembled = args.source.assemble(false)?;
     check_function(&assembled, args.function)?;
-    let looked = kl_cli::lookup::lookup(
-        &assembled.engine,
-        args.function,
-        &args.indicator,
-        args.output.style,
-        &args.output.target,
-    )
-    .await;
+    let looked =
+        kl_cli::lookup::lookup(&assembled, args.function, &args.indicator, args.output.style, &args.output.target)
+            .await;
     assembled.engine.flush().await;
     if let Outcome::Failed(reason) = &looked.outcome {
         eprintln!("{NAME}: {reason}");

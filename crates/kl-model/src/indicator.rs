@@ -1,20 +1,32 @@
 //! Indicators: validation and normalisation before anything is sent.
 //!
 //! An indicator that fails here is never sent to the API. The rules are those
-//! of the "Indicators" section of the field contract:
+//! of the "Indicators" section of the field contract, made stricter where a
+//! value could not be what it claims:
 //!
 //! - IPv4: a dotted quad, each part 0–255 (IPv6 is refused).
 //! - domain: two or more labels of ASCII letters, digits, `-` and `_`, no
 //!   label starting or ending with `-`, labels of at most 63 and a name of at
-//!   most 253 characters; one trailing dot is dropped; lower-cased.
-//! - URL: not empty, no control characters, at most 2000 characters once
-//!   percent-encoded; sent exactly as given.
+//!   most 253 characters, a last label that is not all digits; one trailing
+//!   dot is dropped; lower-cased. An internationalised name is converted to
+//!   its ASCII (punycode) form.
+//! - URL: `http://`, `https://` or no scheme, then a valid host (a name as
+//!   above, but a single label is allowed; an IPv4 or bracketed IPv6
+//!   literal) and an optional port; no control characters; at most 2000
+//!   characters once percent-encoded. Any `user:password@` part is removed,
+//!   an internationalised host converted to ASCII; the rest is sent as given.
 //! - hash: 32, 40 or 64 hexadecimal digits; upper-cased.
+//!
+//! Whether a valid indicator may be sent at all is the privacy policy's
+//! call (see [`crate::privacy`]): each indicator records whether it is an
+//! internal address or name.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::privacy::{Internal, Policy, internal_name, is_internal_ipv4, is_internal_ipv6};
 
 /// Everything but the RFC 3986 unreserved characters is encoded, so the
 /// indicator is always exactly one path segment (`/`, `?`, `#`, `%`, `:`,
@@ -63,11 +75,13 @@ pub enum HashKind {
     Sha256,
 }
 
-/// A validated, normalised indicator, ready to be sent.
+/// A validated, normalised indicator, ready to be sent (policy allowing).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Indicator {
     kind: ObjectKind,
     value: String,
+    /// Whether it is, or names, something internal.
+    internal: Option<Internal>,
 }
 
 /// Why a raw value is not an indicator of the expected kind.
@@ -110,25 +124,27 @@ impl Indicator {
     /// Trims, validates and normalises `raw` as an indicator of `kind`.
     pub fn parse(kind: ObjectKind, raw: &str) -> Result<Indicator, IndicatorError> {
         let trimmed = raw.trim();
-        let value = match kind {
-            ObjectKind::Ipv4 => parse_ipv4(trimmed)
-                .map(|ip| ip.to_string())
-                .ok_or_else(|| IndicatorError::new(kind, trimmed, ipv4_reason(trimmed)))?,
+        let invalid = |reason: Option<&str>| IndicatorError::new(kind, trimmed, reason);
+        let (value, internal) = match kind {
+            ObjectKind::Ipv4 => {
+                let ip = parse_ipv4(trimmed).ok_or_else(|| invalid(ipv4_reason(trimmed)))?;
+                (ip.to_string(), is_internal_ipv4(ip).then_some(Internal::Address))
+            }
             ObjectKind::Domain => {
-                normalise_domain(trimmed).map_err(|reason| IndicatorError::new(kind, trimmed, Some(reason)))?
+                let name = normalise_domain(trimmed).map_err(|r| invalid(Some(r)))?;
+                let internal = internal_name(&name).map(Internal::Name);
+                (name, internal)
             }
             ObjectKind::Url => {
-                check_url(trimmed).map_err(|reason| IndicatorError::new(kind, trimmed, Some(reason)))?;
-                trimmed.to_owned()
+                let url = parse_url(trimmed).map_err(|r| invalid(Some(r)))?;
+                (url.normalised, url.internal)
             }
             ObjectKind::Hash => {
-                hash_kind(trimmed).ok_or_else(|| {
-                    IndicatorError::new(kind, trimmed, Some("expected 32, 40 or 64 hexadecimal digits"))
-                })?;
-                trimmed.to_ascii_uppercase()
+                hash_kind(trimmed).ok_or_else(|| invalid(Some("expected 32, 40 or 64 hexadecimal digits")))?;
+                (trimmed.to_ascii_uppercase(), None)
             }
         };
-        Ok(Indicator { kind, value })
+        Ok(Indicator { kind, value, internal })
     }
 
     /// Guesses the kind of a raw value, for `auto`: IPv4, then URL (a scheme
@@ -138,7 +154,7 @@ impl Indicator {
         if parse_ipv4(s).is_some() {
             Some(ObjectKind::Ipv4)
         } else if s.contains("://") || s.contains('/') {
-            check_url(s).ok().map(|()| ObjectKind::Url)
+            parse_url(s).ok().map(|_| ObjectKind::Url)
         } else if hash_kind(s).is_some() {
             Some(ObjectKind::Hash)
         } else if normalise_domain(s).is_ok() {
@@ -171,25 +187,15 @@ impl Indicator {
     }
 
     /// Whether the indicator is an IPv4 address in a private or reserved
-    /// range, which is not sent unless the configuration asks for it.
+    /// range (see [`crate::privacy::INTERNAL_IPV4`]).
     pub fn is_private_or_reserved(&self) -> bool {
-        match self.kind {
-            ObjectKind::Ipv4 => self.value.parse::<Ipv4Addr>().is_ok_and(is_private_or_reserved),
-            _ => false,
-        }
+        self.kind == ObjectKind::Ipv4 && self.internal == Some(Internal::Address)
     }
 
     /// Why `policy` keeps this indicator from being sent, if it does.
-    pub fn withheld(&self, policy: &Policy) -> Option<&'static str> {
-        (self.is_private_or_reserved() && !policy.lookup_private_ips).then_some("private or reserved address")
+    pub fn withheld(&self, policy: &Policy) -> Option<String> {
+        self.internal.as_ref().and_then(|i| i.reason(policy))
     }
-}
-
-/// What may be sent to a third party.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Policy {
-    /// Send private and reserved IPv4 addresses too.
-    pub lookup_private_ips: bool,
 }
 
 impl fmt::Display for Indicator {
@@ -213,17 +219,9 @@ fn ipv4_reason(s: &str) -> Option<&'static str> {
     s.parse::<std::net::Ipv6Addr>().is_ok().then_some("IPv6 is not supported, the IP lookup takes IPv4 only")
 }
 
-/// RFC 1918, loopback, link-local, `0.0.0.0/8`, CGNAT, multicast,
-/// `240.0.0.0/4` and broadcast.
+/// Whether an IPv4 address is private or reserved (not globally reachable).
 pub fn is_private_or_reserved(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    ip.is_private()
-        || ip.is_loopback()
-        || ip.is_link_local()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b))
-        || ip.is_multicast()
-        || a >= 240
+    is_internal_ipv4(ip)
 }
 
 fn hash_kind(s: &str) -> Option<HashKind> {
@@ -238,19 +236,41 @@ fn hash_kind(s: &str) -> Option<HashKind> {
     }
 }
 
+/// A domain, lower-cased (an internationalised one in its ASCII form), or
+/// why it is not one. `localhost` is a domain here (an internal one); other
+/// single labels are not.
 fn normalise_domain(s: &str) -> Result<String, &'static str> {
     let s = s.strip_suffix('.').unwrap_or(s);
+    let name = ascii_host(s)?;
+    if name != "localhost" && !name.contains('.') {
+        return Err("a domain needs at least two labels");
+    }
+    check_host_name(&name)?;
+    Ok(name)
+}
+
+/// A host name in its lower-case ASCII form: an internationalised name
+/// converted to punycode, the same way for domains and URL hosts.
+fn ascii_host(s: &str) -> Result<String, &'static str> {
     if s.is_empty() {
         return Err("empty");
     }
-    if s.len() > 253 {
+    if s.is_ascii() {
+        return Ok(s.to_ascii_lowercase());
+    }
+    idna::domain_to_ascii(s).map_err(|_| "not a valid internationalised domain name")
+}
+
+/// The rules every host name keeps (single labels allowed); a trailing dot
+/// is the caller's to drop.
+fn check_host_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("empty");
+    }
+    if name.len() > 253 {
         return Err("longer than 253 characters");
     }
-    let labels: Vec<&str> = s.split('.').collect();
-    if labels.len() < 2 {
-        return Err("a domain needs at least two labels");
-    }
-    for label in &labels {
+    for label in name.split('.') {
         if label.is_empty() {
             return Err("empty label");
         }
@@ -264,25 +284,106 @@ fn normalise_domain(s: &str) -> Result<String, &'static str> {
             return Err("a label cannot start or end with '-'");
         }
     }
-    Ok(s.to_ascii_lowercase())
+    // `1.2.3`, `999.1.1.1`, `010.1.1.1`: an address, mistyped or in a form
+    // resolvers read differently, not a name.
+    if name.rsplit('.').next().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
+        return Err("the last label is all digits: an address, not a name");
+    }
+    Ok(())
 }
 
-fn check_url(s: &str) -> Result<(), &'static str> {
+/// A URL indicator: what is sent, and whether its host is internal.
+struct Url {
+    normalised: String,
+    internal: Option<Internal>,
+}
+
+/// Whether `s` starts with a URI scheme and a colon (`javascript:`), and
+/// what follows the colon.
+fn scheme(s: &str) -> Option<(&str, &str)> {
+    let colon = s.find(':')?;
+    let (name, rest) = (&s[..colon], &s[colon + 1..]);
+    let mut bytes = name.bytes();
+    let first = bytes.next()?;
+    (first.is_ascii_alphabetic() && bytes.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)))
+        .then_some((name, rest))
+}
+
+/// Validates a URL and normalises it: the `user:password@` part removed, an
+/// internationalised host in its ASCII form, the rest as given.
+fn parse_url(s: &str) -> Result<Url, &'static str> {
     if s.is_empty() {
         return Err("empty");
     }
     if s.chars().any(char::is_control) {
         return Err("contains control characters");
     }
-    // A path segment of "." or ".." is resolved away by every URL parser
-    // (encoded or not), which would ask about another object.
-    if s == "." || s == ".." {
-        return Err("a dot segment is not a URL");
+    let (prefix, rest) = match scheme(s) {
+        Some((name, rest)) if rest.starts_with("//") => {
+            if !name.eq_ignore_ascii_case("http") && !name.eq_ignore_ascii_case("https") {
+                return Err("only http and https URLs are looked up");
+            }
+            s.split_at(name.len() + 3)
+        }
+        // `host:8080/path` has no scheme, just a port; `javascript:…`,
+        // `mailto:…` and `http:/x` have one, and are not looked up.
+        Some((_, rest)) => {
+            let port = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("only http and https URLs are looked up");
+            }
+            ("", s)
+        }
+        None => ("", s),
+    };
+    let end = rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    // Credentials in a URL are the user's secret, never the portal's business.
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let (host, port) = split_port(host_port)?;
+    if host.is_empty() {
+        return Err("no host");
     }
-    if encode_segment(s).len() > MAX_URL_LEN {
+    let (shown_host, internal) = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        let ip: Ipv6Addr = v6.parse().map_err(|_| "the host is not a valid IPv6 address")?;
+        (host.to_owned(), is_internal_ipv6(ip).then_some(Internal::Address))
+    } else if let Some(ip) = parse_ipv4(host) {
+        (host.to_owned(), is_internal_ipv4(ip).then_some(Internal::Address))
+    } else {
+        let ascii = ascii_host(host)?;
+        check_host_name(ascii.strip_suffix('.').unwrap_or(&ascii))?;
+        let shown = if host.is_ascii() { host.to_owned() } else { ascii.clone() };
+        (shown, internal_name(&ascii).map(Internal::Name))
+    };
+    let normalised = format!("{prefix}{shown_host}{port}{tail}");
+    if encode_segment(&normalised).len() > MAX_URL_LEN {
         return Err("longer than 2000 characters once percent-encoded");
     }
-    Ok(())
+    Ok(Url { normalised, internal })
+}
+
+/// `host[:port]` or `[v6][:port]` into the host and the `:port` part (which
+/// keeps its colon, or is empty).
+fn split_port(host_port: &str) -> Result<(&str, &str), &'static str> {
+    let colon = if host_port.starts_with('[') {
+        let close = host_port.find(']').ok_or("unclosed '[' in the host")?;
+        match &host_port[close + 1..] {
+            "" => None,
+            rest if rest.starts_with(':') => Some(close + 1),
+            _ => return Err("unexpected characters after the IPv6 host"),
+        }
+    } else {
+        host_port.rfind(':')
+    };
+    let Some(colon) = colon else { return Ok((host_port, "")) };
+    let digits = &host_port[colon + 1..];
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || digits.parse::<u32>().is_ok_and(|p| p > 65535)
+    {
+        return Err("the port is not a number from 0 to 65535");
+    }
+    Ok((&host_port[..colon], &host_port[colon..]))
 }
 
 #[cfg(test)]
@@ -290,11 +391,15 @@ mod tests {
     use super::*;
 
     fn ok(kind: ObjectKind, raw: &str) -> String {
-        Indicator::parse(kind, raw).unwrap().as_str().to_owned()
+        Indicator::parse(kind, raw).unwrap_or_else(|e| panic!("{raw}: {e}")).as_str().to_owned()
     }
 
     fn err(kind: ObjectKind, raw: &str) -> String {
         Indicator::parse(kind, raw).unwrap_err().to_string()
+    }
+
+    fn withheld(kind: ObjectKind, raw: &str) -> Option<String> {
+        Indicator::parse(kind, raw).unwrap_or_else(|e| panic!("{raw}: {e}")).withheld(&Policy::default())
     }
 
     #[test]
@@ -308,48 +413,53 @@ mod tests {
     }
 
     #[test]
-    fn private_and_reserved() {
+    fn private_and_reserved_addresses_are_withheld() {
         for ip in [
             "10.0.0.1",
-            "172.16.5.4",
-            "172.31.255.255",
             "192.168.1.1",
             "127.0.0.1",
-            "169.254.1.1",
-            "0.1.2.3",
-            "100.64.0.1",
-            "100.127.255.255",
-            "224.0.0.1",
-            "239.255.255.255",
-            "240.0.0.1",
-            "255.255.255.255",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "198.18.3.4",
+            "192.88.99.1",
         ] {
             assert!(Indicator::parse(ObjectKind::Ipv4, ip).unwrap().is_private_or_reserved(), "{ip}");
+            assert_eq!(withheld(ObjectKind::Ipv4, ip).as_deref(), Some("private or reserved address"), "{ip}");
         }
-        for ip in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "100.63.255.255", "192.0.2.1", "223.255.255.255"] {
-            assert!(!Indicator::parse(ObjectKind::Ipv4, ip).unwrap().is_private_or_reserved(), "{ip}");
-        }
+        assert_eq!(withheld(ObjectKind::Ipv4, "8.8.8.8"), None);
+        let open = Policy { lookup_private_ips: true, lookup_internal_names: false };
+        assert_eq!(Indicator::parse(ObjectKind::Ipv4, "10.0.0.1").unwrap().withheld(&open), None);
     }
 
     #[test]
     fn domain() {
         assert_eq!(ok(ObjectKind::Domain, " Example.COM. "), "example.com");
         assert_eq!(ok(ObjectKind::Domain, "_dmarc.my-site.example"), "_dmarc.my-site.example");
+        assert_eq!(ok(ObjectKind::Domain, "bücher.de"), "xn--bcher-kva.de");
+        assert_eq!(ok(ObjectKind::Domain, "BÜCHER.de"), "xn--bcher-kva.de");
         for bad in [
-            "localhost",
+            "intranet",
             "-bad.com",
             "bad-.com",
             "a..b",
+            "b-40d-v..",
+            "example.com..",
             ".com",
             "exa mple.com",
-            "bücher.de",
             "http://example.com",
             "example.com/path",
             "",
             ".",
+            "1.2.3",
+            "999.1.1.1",
+            "010.1.1.1",
+            "8.8.8.8",
+            "host.123",
         ] {
             assert!(Indicator::parse(ObjectKind::Domain, bad).is_err(), "{bad}");
         }
+        assert!(err(ObjectKind::Domain, "8.8.8.8").contains("all digits"));
         let long_label = format!("{}.com", "a".repeat(64));
         assert!(Indicator::parse(ObjectKind::Domain, &long_label).is_err());
         let long_name = format!("{}com", "abcdefghi.".repeat(26));
@@ -358,17 +468,105 @@ mod tests {
     }
 
     #[test]
-    fn url_is_sent_as_given() {
+    fn internal_domains_are_withheld() {
+        for (name, why) in [
+            ("host.local", ".local"),
+            ("printer.LAN", ".lan"),
+            ("db.internal", ".internal"),
+            ("nas.home.arpa", ".home.arpa"),
+            ("a.localhost", ".localhost"),
+            ("x.test", ".test"),
+            ("x.invalid", ".invalid"),
+            ("bücher.example", ".example"),
+            ("abc.onion", ".onion"),
+            ("localhost", "localhost"),
+        ] {
+            assert_eq!(withheld(ObjectKind::Domain, name), Some(format!("internal host name ({why})")), "{name}");
+        }
+        for name in ["example.com", "local.com", "kaspersky.com"] {
+            assert_eq!(withheld(ObjectKind::Domain, name), None, "{name}");
+        }
+        let open = Policy { lookup_private_ips: false, lookup_internal_names: true };
+        assert_eq!(Indicator::parse(ObjectKind::Domain, "host.local").unwrap().withheld(&open), None);
+    }
+
+    #[test]
+    fn url_is_sent_as_given_but_for_credentials_and_internationalised_hosts() {
         let raw = "HTTP://Example.com/a b?q=1&r=2#frag";
         assert_eq!(ok(ObjectKind::Url, raw), raw);
-        assert!(Indicator::parse(ObjectKind::Url, "  ").is_err());
-        assert!(Indicator::parse(ObjectKind::Url, ".").is_err());
-        assert!(Indicator::parse(ObjectKind::Url, " .. ").is_err());
-        assert!(Indicator::parse(ObjectKind::Url, "...").is_ok());
+        assert_eq!(
+            ok(ObjectKind::Url, "https://admin:S3cretPw@intranet.example.com/x"),
+            "https://intranet.example.com/x"
+        );
+        assert_eq!(ok(ObjectKind::Url, "http://u@evil.com:8080/?a=b@c"), "http://evil.com:8080/?a=b@c");
+        // Without a scheme, `user:` reads as one: refused, and nothing is sent.
+        assert!(Indicator::parse(ObjectKind::Url, "user:pw@evil.com/login").is_err());
+        assert_eq!(ok(ObjectKind::Url, "http://bücher.de/straße"), "http://xn--bcher-kva.de/straße");
+        assert_eq!(ok(ObjectKind::Url, "example.com:8443/path"), "example.com:8443/path");
+        assert_eq!(ok(ObjectKind::Url, "http://[2a00:1450:4001::1]:443/"), "http://[2a00:1450:4001::1]:443/");
+        assert_eq!(ok(ObjectKind::Url, "evil.com"), "evil.com");
         assert!(Indicator::parse(ObjectKind::Url, "http://a/\u{7}").is_err());
-        assert!(Indicator::parse(ObjectKind::Url, &format!("http://a/{}", "x".repeat(1990))).is_err());
+        assert!(Indicator::parse(ObjectKind::Url, &format!("http://a.com/{}", "x".repeat(1990))).is_err());
         // 700 characters that encode to three each are over the limit too.
-        assert!(Indicator::parse(ObjectKind::Url, &format!("http://a/{}", "?".repeat(700))).is_err());
+        assert!(Indicator::parse(ObjectKind::Url, &format!("http://a.com/{}", "?".repeat(700))).is_err());
+    }
+
+    #[test]
+    fn urls_that_are_not_web_addresses_are_invalid() {
+        for bad in [
+            "",
+            " ",
+            ".",
+            "..",
+            "...",
+            "/",
+            "?",
+            "#x",
+            "../",
+            "%2e%2e",
+            "/etc/passwd",
+            "file:///etc/passwd",
+            "javascript:alert(1)",
+            "mailto:a@b.com",
+            "ftp://example.com/x",
+            "data:text/html,x",
+            "http://",
+            "http://:80/",
+            "http://user@/x",
+            "http://1.2.3/",
+            "http://999.1.1.1/",
+            "http://010.1.1.1/",
+            "http://exa mple.com/",
+            "http://example.com:99999/",
+            "http://example.com:x/",
+            "http://[::1/",
+            "http://[zz::1]/",
+            "//example.com/x",
+            "http:/example.com",
+        ] {
+            assert!(Indicator::parse(ObjectKind::Url, bad).is_err(), "{bad:?} must be invalid");
+        }
+    }
+
+    #[test]
+    fn urls_with_internal_hosts_are_withheld() {
+        for (url, why) in [
+            ("http://10.0.0.5/admin", "private or reserved address"),
+            ("http://[::1]/", "private or reserved address"),
+            ("https://[fd00::2]:8443/x", "private or reserved address"),
+            ("http://192.0.2.14/", "private or reserved address"),
+            ("http://intranet/x", "internal host name (single label)"),
+            ("http://localhost:8080/", "internal host name (localhost)"),
+            ("https://nas.home.arpa/share", "internal host name (.home.arpa)"),
+            ("https://jira.corp.internal/browse/X-1", "internal host name (.internal)"),
+            ("http://user:pw@printer.local/", "internal host name (.local)"),
+            ("wiki.lan/page", "internal host name (.lan)"),
+        ] {
+            assert_eq!(withheld(ObjectKind::Url, url).as_deref(), Some(why), "{url}");
+        }
+        for url in ["http://8.8.8.8/", "https://www.kaspersky.com/downloads", "http://[2a00:1450:4001::1]/"] {
+            assert_eq!(withheld(ObjectKind::Url, url), None, "{url}");
+        }
     }
 
     #[test]
@@ -383,10 +581,10 @@ mod tests {
 
     #[test]
     fn path_segment_has_no_separator() {
-        let url = Indicator::parse(ObjectKind::Url, "http://evil.example/../a?b=c&d#e f%2F@x:1").unwrap();
+        let url = Indicator::parse(ObjectKind::Url, "http://evil.com/../a?b=c&d#e f%2F@x:1").unwrap();
         let seg = url.path_segment();
         assert!(!seg.contains(['/', '?', '#', ' ', ':', '@', '&', '=']), "{seg}");
-        assert_eq!(seg, "http%3A%2F%2Fevil.example%2F..%2Fa%3Fb%3Dc%26d%23e%20f%252F%40x%3A1");
+        assert_eq!(seg, "http%3A%2F%2Fevil.com%2F..%2Fa%3Fb%3Dc%26d%23e%20f%252F%40x%3A1");
     }
 
     #[test]
@@ -395,8 +593,13 @@ mod tests {
         assert_eq!(Indicator::detect("http://8.8.8.8/"), Some(ObjectKind::Url));
         assert_eq!(Indicator::detect("example.com/login"), Some(ObjectKind::Url));
         assert_eq!(Indicator::detect("example.com"), Some(ObjectKind::Domain));
+        assert_eq!(Indicator::detect("host.local"), Some(ObjectKind::Domain));
         assert_eq!(Indicator::detect("D41D8CD98F00B204E9800998ECF8427E"), Some(ObjectKind::Hash));
-        assert_eq!(Indicator::detect("not an indicator"), None);
+        for none in
+            ["not an indicator", "1.2.3", "999.1.1.1", "010.1.1.1", "javascript:alert(1)", "/", "../", "intranet"]
+        {
+            assert_eq!(Indicator::detect(none), None, "{none}");
+        }
     }
 
     #[test]

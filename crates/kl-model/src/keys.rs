@@ -162,7 +162,14 @@ key!(
     "KL_LOOKUP_PRIVATE_IPS",
     Kind::Bool { default: false },
     None,
-    "send private and reserved IPv4 addresses too"
+    "send private and reserved addresses too (IPv4 lookups, and IP literals as URL hosts)"
+);
+key!(
+    LOOKUP_INTERNAL_NAMES,
+    "KL_LOOKUP_INTERNAL_NAMES",
+    Kind::Bool { default: false },
+    None,
+    "send internal host names too (`localhost`, single labels, `.local`, `.internal`, `.lan`, `.home.arpa` and the other special-use names in docs/fields.md), as domains or URL hosts"
 );
 key!(
     RECORDS_COUNT,
@@ -177,6 +184,20 @@ key!(
     Kind::Number { default: 16 << 20, min: 1024, max: 1 << 30 },
     None,
     "larger answers are refused"
+);
+key!(
+    ECS_THREAT_ZONES,
+    "KL_ECS_THREAT_ZONES",
+    Kind::Text,
+    Some("`Red,Orange,Yellow`"),
+    "the zones an ECS `threat.enrichments[]` entry is written for (comma-separated); every answer keeps its zone under the target key"
+);
+key!(
+    LOG_FILE,
+    "KL_LOG_FILE",
+    Kind::File,
+    None,
+    "append warnings and errors to this file instead of stderr (which `--quiet` keeps clean either way)"
 );
 key!(
     MEMO_BYTES,
@@ -221,8 +242,11 @@ pub const ALL: &[Key] = &[
     DEADLINE,
     DRAIN,
     LOOKUP_PRIVATE_IPS,
+    LOOKUP_INTERNAL_NAMES,
     RECORDS_COUNT,
     MAX_RESPONSE_BYTES,
+    ECS_THREAT_ZONES,
+    LOG_FILE,
     MEMO_BYTES,
     CACHE_PATH,
     CACHE_TTL,

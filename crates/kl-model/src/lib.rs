@@ -12,11 +12,13 @@ mod function;
 mod indicator;
 pub mod keys;
 mod outcome;
+pub mod privacy;
 mod zone;
 
 pub use function::{Function, FunctionChoice, UnknownFunction};
 pub use indicator::{
-    HashKind, Indicator, IndicatorError, MAX_URL_LEN, ObjectKind, Policy, encode_segment, is_private_or_reserved,
+    HashKind, Indicator, IndicatorError, MAX_URL_LEN, ObjectKind, encode_segment, is_private_or_reserved,
 };
 pub use outcome::{Answer, Body, LICENSE_SECTION, Outcome, json_type};
-pub use zone::Zone;
+pub use privacy::Policy;
+pub use zone::{Portal, Zone};

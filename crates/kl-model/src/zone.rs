@@ -59,6 +59,36 @@ impl Zone {
     }
 }
 
+/// Which Kaspersky portal answers: where a person looks an indicator up,
+/// and what ECS calls the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Portal {
+    /// The commercial Threat Intelligence Portal.
+    #[default]
+    Tip,
+    /// The free OpenTIP.
+    OpenTip,
+}
+
+impl Portal {
+    /// The provider's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Portal::Tip => "Kaspersky Threat Intelligence Portal",
+            Portal::OpenTip => "Kaspersky OpenTIP",
+        }
+    }
+
+    /// The portal's page about an indicator (its normalised value).
+    pub fn page(self, indicator: &str) -> String {
+        let encoded = crate::encode_segment(indicator);
+        match self {
+            Portal::Tip => format!("https://tip.kaspersky.com/search?searchString={encoded}"),
+            Portal::OpenTip => format!("https://opentip.kaspersky.com/{encoded}/"),
+        }
+    }
+}
+
 impl fmt::Display for Zone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -86,6 +116,12 @@ impl PartialOrd for Zone {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn portal_pages() {
+        assert_eq!(Portal::Tip.page("8.8.8.8"), "https://tip.kaspersky.com/search?searchString=8.8.8.8");
+        assert_eq!(Portal::OpenTip.page("http://a.com/?x"), "https://opentip.kaspersky.com/http%3A%2F%2Fa.com%2F%3Fx/");
+    }
 
     #[test]
     fn parses_case_insensitively_and_gray_is_grey() {

@@ -18,5 +18,5 @@ mod table;
 
 pub use docs::fields_markdown;
 pub use flatten::{Field, flatten, render};
-pub use style::{ECS_PROVIDER, Item, Output, Style, output};
+pub use style::{Ecs, Item, Output, Style, output};
 pub use table::{ERROR_FIELD, FieldSpec, Kind, SKIPPED_FIELD, ZONE_FIELD, table};

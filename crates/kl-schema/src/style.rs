@@ -6,7 +6,7 @@
 //! - [`Style::Ecs`]: an Elastic Common Schema `threat.enrichments[]` entry,
 //!   with every other field nested under the target key.
 
-use kl_model::{Function, HashKind, Indicator, ObjectKind, Outcome};
+use kl_model::{Function, HashKind, Indicator, ObjectKind, Outcome, Portal, Zone};
 use serde_json::{Map, Value, json};
 
 use crate::flatten::Field;
@@ -58,14 +58,27 @@ pub struct Output {
     pub clear_kl: bool,
 }
 
-/// The provider name ECS entries carry.
-pub const ECS_PROVIDER: &str = "Kaspersky Threat Intelligence Portal";
+/// What the ECS style needs to know besides the answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ecs {
+    /// The zones that make an answer a threat match, worth a
+    /// `threat.enrichments[]` entry (`KL_ECS_THREAT_ZONES`).
+    pub threat_zones: Vec<Zone>,
+    /// Who answered: the entry's provider and reference page.
+    pub portal: Portal,
+}
+
+impl Default for Ecs {
+    fn default() -> Ecs {
+        Ecs { threat_zones: vec![Zone::Red, Zone::Orange, Zone::Yellow], portal: Portal::Tip }
+    }
+}
 
 /// What `items` add to an event in `style`. Items without a target of
 /// their own go under `default_target` (nested and ECS), or flat at the top
 /// (kl); where several ECS items share the default target, each goes under
 /// its field path within it.
-pub fn output(style: Style, default_target: &str, items: &[Item<'_>]) -> Output {
+pub fn output(style: Style, default_target: &str, ecs: &Ecs, items: &[Item<'_>]) -> Output {
     let mut out = Output::default();
     let untargeted = items.iter().filter(|i| i.target.is_none()).count();
     for item in items {
@@ -87,10 +100,14 @@ pub fn output(style: Style, default_target: &str, items: &[Item<'_>]) -> Output 
             }
             Style::Ecs => {
                 let ours = nested(fields);
-                if item.outcome.is_answer() {
+                // An entry says "this matched threat intelligence": only an
+                // answer in a threat zone gets one. Every answer keeps its
+                // zone under the target key.
+                let zone = ours.get("zone").and_then(Value::as_str).map(Zone::parse);
+                if let Some(zone) = zone.filter(|z| item.outcome.is_answer() && ecs.threat_zones.contains(z)) {
                     let threat = out.members.entry("threat").or_insert_with(|| json!({"enrichments": []}));
                     if let Some(list) = threat["enrichments"].as_array_mut() {
-                        list.push(ecs_entry(&ours, item));
+                        list.push(ecs_entry(&ours, item, &zone, ecs.portal));
                     }
                 }
                 match item.target {
@@ -133,7 +150,17 @@ fn put(map: &mut Map<String, Value>, path: &[&str], value: Value) {
     cur.insert(last.to_string(), value);
 }
 
-fn ecs_entry(ours: &Map<String, Value>, m: &Item<'_>) -> Value {
+/// ECS `indicator.confidence` for a zone.
+fn confidence(zone: &Zone) -> &'static str {
+    match zone {
+        Zone::Red => "High",
+        Zone::Orange => "Medium",
+        Zone::Yellow => "Low",
+        _ => "Not Specified",
+    }
+}
+
+fn ecs_entry(ours: &Map<String, Value>, m: &Item<'_>, zone: &Zone, portal: Portal) -> Value {
     let kind = m.function.object();
     let normalised = Indicator::parse(kind, m.raw).ok();
     let value = normalised.as_ref().map_or(m.raw.trim(), Indicator::as_str);
@@ -152,7 +179,9 @@ fn ecs_entry(ours: &Map<String, Value>, m: &Item<'_>) -> Value {
         }
     };
     put(&mut ind, &["type"], Value::from(type_name));
-    put(&mut ind, &["provider"], Value::from(ECS_PROVIDER));
+    put(&mut ind, &["provider"], Value::from(portal.name()));
+    put(&mut ind, &["confidence"], Value::from(confidence(zone)));
+    put(&mut ind, &["reference"], Value::from(portal.page(value)));
     let shown = if kind == ObjectKind::Hash { value.to_ascii_lowercase() } else { value.to_owned() };
     put(&mut ind, &key, Value::from(shown));
     for (ours_key, ecs_path) in [
@@ -207,11 +236,17 @@ mod tests {
         let answer =
             data(json!({"Zone": "Red", "IpGeneralInfo": {"FirstSeen": "2023-06-11T04:12:00Z", "CountryCode": "CN"},
             "IpWhoIs": {"Asn": [{"Number": 4837, "Description": ["China Unicom"]}, {"Number": 1}]}}));
-        let out =
-            output(Style::Ecs, "kaspersky", &[item(Function::IpReport, " 39.90.148.83 ", Some("source.ip"), &answer)]);
+        let out = output(
+            Style::Ecs,
+            "kaspersky",
+            &Ecs::default(),
+            &[item(Function::IpReport, " 39.90.148.83 ", Some("source.ip"), &answer)],
+        );
         assert_eq!(
             out.members["threat"]["enrichments"][0],
-            json!({"indicator": {"type": "ipv4-addr", "provider": ECS_PROVIDER, "ip": "39.90.148.83",
+            json!({"indicator": {"type": "ipv4-addr", "provider": "Kaspersky Threat Intelligence Portal",
+                                  "confidence": "High", "reference": "https://tip.kaspersky.com/search?searchString=39.90.148.83",
+                                  "ip": "39.90.148.83",
                                   "first_seen": "2023-06-11T04:12:00Z", "geo": {"country_iso_code": "CN"},
                                   "as": {"number": 4837, "organization": {"name": "China Unicom"}}},
                    "matched": {"atomic": "39.90.148.83", "field": "source.ip", "type": "indicator_match_rule"}})
@@ -223,43 +258,69 @@ mod tests {
     #[test]
     fn ecs_errors_add_no_enrichment() {
         let failed = Outcome::Failed("invalid hash".into());
-        let out = output(Style::Ecs, "kl", &[item(Function::HashReport, "nope", None, &failed)]);
+        let out = output(Style::Ecs, "kl", &Ecs::default(), &[item(Function::HashReport, "nope", None, &failed)]);
         assert_eq!(Value::Object(out.members), json!({"kl": {"error": "invalid hash"}}));
     }
 
     #[test]
     fn hash_algorithm_from_length() {
-        let grey = Outcome::NotFound;
+        let yellow = data(json!({"Zone": "Yellow"}));
         let raw = "A".repeat(40);
-        let out = output(Style::Ecs, "kaspersky", &[item(Function::HashReport, &raw, None, &grey)]);
-        assert_eq!(out.members["threat"]["enrichments"][0]["indicator"]["file"]["hash"]["sha1"], "a".repeat(40));
+        let out = output(Style::Ecs, "kaspersky", &Ecs::default(), &[item(Function::HashReport, &raw, None, &yellow)]);
+        let ind = &out.members["threat"]["enrichments"][0]["indicator"];
+        assert_eq!(ind["file"]["hash"]["sha1"], "a".repeat(40));
+        assert_eq!(ind["confidence"], "Low");
+    }
+
+    #[test]
+    fn only_threat_zones_get_an_entry_and_every_answer_keeps_its_zone() {
+        let ecs = Ecs::default();
+        for (zone, entry) in [("Red", true), ("Orange", true), ("Yellow", true), ("Green", false), ("Grey", false)] {
+            let answer = data(json!({"Zone": zone}));
+            let out = output(Style::Ecs, "kaspersky", &ecs, &[item(Function::DomainReport, "a.com", None, &answer)]);
+            assert_eq!(out.members.contains_key("threat"), entry, "{zone}");
+            assert_eq!(out.members["kaspersky"]["zone"], zone);
+        }
+        let out =
+            output(Style::Ecs, "kaspersky", &ecs, &[item(Function::IpReport, "8.8.8.8", None, &Outcome::NotFound)]);
+        assert!(!out.members.contains_key("threat"));
+        assert_eq!(out.members["kaspersky"]["zone"], "Grey");
+        let strict = Ecs { threat_zones: vec![Zone::Red], portal: Portal::OpenTip };
+        let orange = data(json!({"Zone": "Orange"}));
+        let out = output(Style::Ecs, "k", &strict, &[item(Function::IpReport, "8.8.8.8", None, &orange)]);
+        assert!(!out.members.contains_key("threat"));
+        let red = data(json!({"Zone": "Red"}));
+        let out = output(Style::Ecs, "k", &strict, &[item(Function::IpReport, "8.8.8.8", None, &red)]);
+        let ind = &out.members["threat"]["enrichments"][0]["indicator"];
+        assert_eq!(ind["provider"], "Kaspersky OpenTIP");
+        assert_eq!(ind["reference"], "https://opentip.kaspersky.com/8.8.8.8/");
     }
 
     #[test]
     fn several_fields_each_get_their_own_entry_and_place() {
         let red = data(json!({"Zone": "Red"}));
-        let green = data(json!({"Zone": "Green"}));
+        let orange = data(json!({"Zone": "Orange"}));
         let items = [
             item(Function::IpReport, "1.2.3.4", Some("source.ip"), &red),
-            item(Function::IpReport, "5.6.7.8", Some("destination.ip"), &green),
+            item(Function::IpReport, "5.6.7.8", Some("destination.ip"), &orange),
         ];
-        let out = output(Style::Ecs, "kaspersky", &items);
+        let out = output(Style::Ecs, "kaspersky", &Ecs::default(), &items);
         let entries = out.members["threat"]["enrichments"].as_array().unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0]["matched"]["field"], "source.ip");
         assert_eq!(entries[1]["matched"]["field"], "destination.ip");
         assert_eq!(
             out.members["kaspersky"],
-            json!({"source.ip": {"zone": "Red"}, "destination.ip": {"zone": "Green"}})
+            json!({"source.ip": {"zone": "Red"}, "destination.ip": {"zone": "Orange"}})
         );
 
         let targeted = [Item { target: Some("src_kl"), ..items[0] }, Item { target: Some("dst_kl"), ..items[1] }];
-        let out = output(Style::Nested, "kaspersky", &targeted);
-        assert_eq!(Value::Object(out.members), json!({"src_kl": {"zone": "Red"}, "dst_kl": {"zone": "Green"}}));
-        let out = output(Style::Kl, "kaspersky", &targeted);
-        assert_eq!(Value::Object(out.members), json!({"src_kl": {"$KLZone": "Red"}, "dst_kl": {"$KLZone": "Green"}}));
+        let out = output(Style::Nested, "kaspersky", &Ecs::default(), &targeted);
+        assert_eq!(Value::Object(out.members), json!({"src_kl": {"zone": "Red"}, "dst_kl": {"zone": "Orange"}}));
+        let out = output(Style::Kl, "kaspersky", &Ecs::default(), &targeted);
+        assert_eq!(Value::Object(out.members), json!({"src_kl": {"$KLZone": "Red"}, "dst_kl": {"$KLZone": "Orange"}}));
         assert!(!out.clear_kl);
-        let out = output(Style::Kl, "kaspersky", &items[..1]);
+        let out = output(Style::Kl, "kaspersky", &Ecs::default(), &items[..1]);
         assert_eq!(Value::Object(out.members), json!({"$KLZone": "Red"}));
         assert!(out.clear_kl, "flat $KL fields replace the event's own");
     }

@@ -64,6 +64,9 @@ impl HttpClient {
         if e.is_timeout() {
             return Error::Timeout { timeout: self.timeout };
         }
+        if let Some(tls) = certificate_failure(&e) {
+            return tls;
+        }
         // The innermost cause says what happened ("Connection refused");
         // the layers above it only say where.
         let mut root: &dyn std::error::Error = &e;
@@ -87,6 +90,48 @@ impl HttpClient {
         }
         Ok(body)
     }
+}
+
+/// A certificate failure somewhere in the error's causes, as an error that
+/// says what to do about it.
+fn certificate_failure(e: &(dyn std::error::Error + 'static)) -> Option<Error> {
+    use rustls::AlertDescription as A;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(r) = rustls_error(c) {
+            let message = match r {
+                rustls::Error::InvalidCertificate(why) => format!(
+                    "TLS: the server's certificate is not trusted ({why:?}); if a TLS-inspecting proxy is in the way, put its CA in KASPERSKY_CA_CERT_PATH"
+                ),
+                rustls::Error::AlertReceived(
+                    A::BadCertificate
+                    | A::CertificateRequired
+                    | A::CertificateUnknown
+                    | A::UnknownCA
+                    | A::CertificateRevoked
+                    | A::CertificateExpired
+                    | A::UnsupportedCertificate
+                    | A::AccessDenied,
+                ) => format!(
+                    "TLS: the server refused our client certificate ({r}); check KASPERSKY_API_CERT_PATH and that the certificate is still valid"
+                ),
+                _ => return None,
+            };
+            return Some(Error::Tls { message });
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// The rustls error `e` is, or wraps in `io::Error`s (whose `source` skips
+/// the error they wrap).
+fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(r) = e.downcast_ref::<rustls::Error>() {
+        return Some(r);
+    }
+    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    rustls_error(inner)
 }
 
 /// `Retry-After` as seconds or as an HTTP date.

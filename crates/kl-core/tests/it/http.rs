@@ -37,10 +37,12 @@ async fn request_shape_per_function() {
         (Function::DomainReportFile, "example.com", "/api/domain/example.com"),
         (
             Function::UrlReport,
-            "http://evil.example/a b?x=1&y=/../#frag",
-            "/api/url/http%3A%2F%2Fevil.example%2Fa%20b%3Fx%3D1%26y%3D%2F..%2F%23frag",
+            "http://evil.com/a b?x=1&y=/../#frag",
+            "/api/url/http%3A%2F%2Fevil.com%2Fa%20b%3Fx%3D1%26y%3D%2F..%2F%23frag",
         ),
-        (Function::UrlReportFile, "https://evil.example/%2F@x", "/api/url/https%3A%2F%2Fevil.example%2F%252F%40x"),
+        (Function::UrlReportFile, "https://evil.com/%2F@x", "/api/url/https%3A%2F%2Fevil.com%2F%252F%40x"),
+        // Credentials in a URL are stripped before anything is sent.
+        (Function::UrlReport, "https://admin:S3cretPw@evil.com/in", "/api/url/https%3A%2F%2Fevil.com%2Fin"),
         (Function::HashReport, "44d88612fea8a8f36de82e1278abb02f", "/api/hash/44D88612FEA8A8F36DE82E1278ABB02F"),
     ];
     for (function, raw, expected_path) in cases {

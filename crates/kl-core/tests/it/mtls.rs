@@ -121,11 +121,46 @@ async fn an_untrusted_server_is_refused() {
         dir.path(),
         &format!("https://127.0.0.1:{port}/api"),
         &format!(
-            "  KASPERSKY_API_USERNAME: {USER}\n  KASPERSKY_API_PASSWORD: {PASSWORD}\n  KASPERSKY_API_CERT_PATH: {}\n  KL_RETRIES: 1\n",
+            "  KASPERSKY_API_USERNAME: {USER}\n  KASPERSKY_API_PASSWORD: {PASSWORD}\n  KASPERSKY_API_CERT_PATH: {}\n  KL_RETRIES: 3\n",
             pem.display()
         ),
     );
-    let out = engine(&cfg).lookup(Function::IpReport, "8.8.8.8").await;
+    let engine = engine(&cfg);
+    let out = engine.lookup(Function::IpReport, "8.8.8.8").await;
     let Outcome::Failed(msg) = out else { panic!("{out:?}") };
-    assert!(msg.contains("certificate") || msg.contains("UnknownIssuer"), "{msg}");
+    assert!(msg.contains("not trusted") && msg.contains("KASPERSKY_CA_CERT_PATH"), "{msg}");
+    // Permanent: not retried, and nothing more is sent in this run.
+    let later = engine.lookup(Function::IpReport, "8.8.4.4").await;
+    let Outcome::Failed(later) = later else { panic!("{later:?}") };
+    assert!(later.starts_with("not sent: TLS"), "{later}");
+    let s = engine.stats();
+    assert_eq!((s.requests, s.retries), (1, 0), "{s:?}");
+    assert!(engine.fatal().is_some());
+}
+
+#[tokio::test]
+async fn a_refused_client_certificate_stops_the_run() {
+    let server_ca = ca("kl test server CA");
+    let client_ca = ca("kl test client CA");
+    let (port, _seen) = server(&server_ca, &client_ca).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A self-signed client certificate the server's CA did not issue.
+    let pem = client_pem(dir.path());
+    let ca_file = dir.path().join("server-ca.pem");
+    std::fs::write(&ca_file, server_ca.cert.pem()).unwrap();
+    let cfg = config(
+        dir.path(),
+        &format!("https://127.0.0.1:{port}/api"),
+        &format!(
+            "  KASPERSKY_API_USERNAME: {USER}\n  KASPERSKY_API_PASSWORD: {PASSWORD}\n  KASPERSKY_API_CERT_PATH: {}\n  KASPERSKY_CA_CERT_PATH: {}\n  KL_RETRIES: 3\n",
+            pem.display(),
+            ca_file.display()
+        ),
+    );
+    let engine = engine(&cfg);
+    let out = engine.lookup(Function::IpReport, "8.8.8.8").await;
+    let Outcome::Failed(msg) = out else { panic!("{out:?}") };
+    assert!(msg.contains("refused our client certificate") && msg.contains("KASPERSKY_API_CERT_PATH"), "{msg}");
+    let s = engine.stats();
+    assert_eq!((s.requests, s.retries), (1, 0), "permanent, not retried: {s:?}");
 }

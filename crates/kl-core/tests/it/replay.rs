@@ -39,6 +39,6 @@ async fn replay_answers_with_the_function_sections_only() {
     assert_eq!(keys, ["FilesDownloadedFromIp", "HostedUrls"]);
     let url = "http://secure-paypal-login.info/signin?session=1&next=/account";
     assert!(matches!(engine.lookup(Function::UrlReport, url).await, Outcome::Data(_)));
-    assert_eq!(engine.lookup(Function::DomainReport, "never-recorded.example").await, Outcome::NotFound);
+    assert_eq!(engine.lookup(Function::DomainReport, "never-recorded-host.com").await, Outcome::NotFound);
     assert!(ReplayBackend::new("/nonexistent/dir").is_err());
 }

@@ -2,6 +2,7 @@
 
 use kl_core::backend::ReplayBackend;
 use kl_core::{Body, Function, Indicator, Outcome};
+use kl_model::Policy;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 
@@ -13,7 +14,9 @@ fn expected(function: Function, raw: &Value) -> Vec<(String, Value)> {
     let outcome = match raw {
         Value::String(s) => match Indicator::parse(function.object(), s) {
             Err(e) => Outcome::Failed(e.to_string()),
-            Ok(i) if i.is_private_or_reserved() => Outcome::Skipped("private or reserved address".into()),
+            Ok(i) if i.withheld(&Policy::default()).is_some() => {
+                Outcome::Skipped(i.withheld(&Policy::default()).unwrap_or_default())
+            }
             Ok(i) => match std::fs::read_to_string(ReplayBackend::path_for(&fixtures().join("responses"), &i)) {
                 Ok(text) => Outcome::Data(Body::from_json(&text).unwrap()),
                 Err(_) => Outcome::NotFound,
@@ -47,7 +50,7 @@ async fn check_batch(function: Function, field: &str, events_file: &str) {
             Some(raw) => {
                 assert_eq!(added, expected(function, raw), "{function}: {raw}");
                 if let Some(i) = raw.as_str().and_then(|s| Indicator::parse(function.object(), s).ok()) {
-                    if !i.is_private_or_reserved() {
+                    if i.withheld(&Policy::default()).is_none() {
                         distinct.insert(i);
                     }
                 }

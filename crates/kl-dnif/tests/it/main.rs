@@ -75,9 +75,9 @@ async fn counts_requests_by_path() {
     let (_d, cfg) = config_dir(&format!("{}/api", server.uri()), "");
     let out = run_kl_dnif(
         &["--config", cfg.to_str().unwrap(), "get_ip_report", "$SrcIP"],
-        br#"[{"$SrcIP":"203.0.113.77"}]"#,
+        br#"[{"$SrcIP":"5.45.0.77"}]"#,
         &[],
     )
     .await;
-    assert_eq!(parse(&out), vec![json!({"$SrcIP": "203.0.113.77", "$KLZone": "Grey"})]);
+    assert_eq!(parse(&out), vec![json!({"$SrcIP": "5.45.0.77", "$KLZone": "Grey"})]);
 }

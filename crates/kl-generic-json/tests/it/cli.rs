@@ -207,7 +207,7 @@ async fn lookup_prints_one_object_and_exits_by_outcome() {
     assert_eq!(v["$KLZone"], "Red");
     assert_eq!(v["$KLDetectionNames"], json!(["EICAR-Test-File"]));
 
-    let out = run(&["lookup", "auto", "never-recorded.example", "--offline", off], b"").await;
+    let out = run(&["lookup", "auto", "never-recorded-host.com", "--offline", off], b"").await;
     assert_eq!(stdout_lines(&out)[0], json!({"kaspersky": {"zone": "Grey"}}));
 
     let out = run(&["lookup", "get_ip_report", "1.2.3", "--offline", off], b"").await;
@@ -295,7 +295,7 @@ async fn events_that_already_have_our_keys_are_rebuilt_not_duplicated() {
     let input = concat!(
         r#"{"indicator":"8.8.8.8","$KLZone":"stale","a":1}"#,
         "\n",
-        r#"{"indicator":"8.8.8.8","threat":{"enrichments":[{"from":"elsewhere"}]}}"#,
+        r#"{"indicator":"39.90.148.83","threat":{"enrichments":[{"from":"elsewhere"}]}}"#,
         "\n",
         r#"{"indicator":"8.8.8.8","kaspersky":"old"}"#,
         "\n"
@@ -319,7 +319,7 @@ async fn events_that_already_have_our_keys_are_rebuilt_not_duplicated() {
     let entries = ecs[1]["threat"]["enrichments"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[0], json!({"from": "elsewhere"}));
-    assert_eq!(entries[1]["indicator"]["ip"], "8.8.8.8");
+    assert_eq!(entries[1]["indicator"]["ip"], "39.90.148.83");
     let nested = stdout_lines(
         &run(&["enrich", "--function", "auto", "--field", "indicator", "--offline", off], input.as_bytes()).await,
     );
