@@ -10,7 +10,11 @@
 //!    (empty cache) and warm (the cache filled by the cold run, a new
 //!    process): requests, events per second and peak memory, beside
 //!    `jq -c .` on the same file where jq is installed.
-//! 3. **Memo entry cost**: peak memory of a stream over 20,000 and over
+//! 3. **Latency**: a producer writes one new event every 5 ms into
+//!    `kl-generic-json` against a mock answering after 20 ms (plus the
+//!    `--latency-ms` setting): the delay from each line going in to its
+//!    line coming out, p50, p99 and max.
+//! 4. **Memo entry cost**: peak memory of a stream over 20,000 and over
 //!    200,000 distinct addresses with the cache off and a memo large enough
 //!    for all; the difference per extra address is what one memo entry
 //!    costs.
@@ -36,7 +40,7 @@ pub struct Options {
     pub events: usize,
     /// Distinct addresses per stream run.
     pub distinct: Vec<usize>,
-    /// Run only these parts (`dnif`, `streams`, `memo`); all when empty.
+    /// Run only these parts (`dnif`, `streams`, `latency`, `memo`); all when empty.
     pub only: Vec<String>,
     /// Small events (`{"indicator":"…"}`) instead of firewall-log-sized ones.
     pub small: bool,
@@ -293,6 +297,9 @@ pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
     if opts.wants("streams") {
         streams(&bench)?;
     }
+    if opts.wants("latency") {
+        latency(&bench)?;
+    }
     if opts.wants("memo") {
         memo_entry_cost(&bench)?;
     }
@@ -391,6 +398,77 @@ fn streams(b: &Bench) -> anyhow::Result<()> {
             None => println!("  jq -c . not measured (is jq installed?)"),
         }
     }
+    Ok(())
+}
+
+/// Input-to-output delay under a steady producer.
+fn latency(b: &Bench) -> anyhow::Result<()> {
+    const LINES: usize = 1000;
+    // 200 events a second: within what 8 requests in flight at 20 ms serve.
+    const EVERY: Duration = Duration::from_millis(5);
+    // A slower mock of its own: the delay a lookup adds is the point.
+    let mock = Mock::start(Duration::from_millis(20 + b.opts.latency_ms))?;
+    let cfg = b.work.join("latency.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "lookup_plugin:\n  KASPERSKY_API_TOKEN: bench\n  KASPERSKY_API_URL: http://127.0.0.1:{}/api\n  KL_CONCURRENCY: {}\n  KL_CACHE_PATH: off\n",
+            mock.port, b.opts.concurrency
+        ),
+    )?;
+    let mut child = Command::new(&b.kl_generic)
+        .args(["enrich", "--function", "get_ip_report", "--field", "indicator", "--config"])
+        .arg(&cfg)
+        .arg("--quiet")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::with_capacity(LINES);
+        for line in BufReader::new(stdout).lines() {
+            if line.is_err() {
+                break;
+            }
+            out.push(Instant::now());
+        }
+        out
+    });
+    let ips = addresses(LINES);
+    let start = Instant::now();
+    let mut sent = Vec::with_capacity(LINES);
+    for (i, ip) in ips.iter().enumerate() {
+        let due = start + EVERY * i as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        sent.push(Instant::now());
+        writeln!(stdin, r#"{{"n":{i},"indicator":"{ip}"}}"#)?;
+        stdin.flush()?;
+    }
+    drop(stdin);
+    let received = reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))?;
+    child.wait()?;
+    ensure!(received.len() == LINES, "{} lines out of {LINES}", received.len());
+    let mut delays: Vec<Duration> = sent.iter().zip(&received).map(|(s, r)| r.saturating_duration_since(*s)).collect();
+    delays.sort();
+    let at = |q: f64| delays[((delays.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+    println!();
+    println!(
+        "latency: one new event every {} ms, mock answering after {} ms, KL_CONCURRENCY {}",
+        EVERY.as_millis(),
+        20 + b.opts.latency_ms,
+        b.opts.concurrency
+    );
+    println!(
+        "  input to output    p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms   (the lookup itself: {} ms)",
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        20 + b.opts.latency_ms
+    );
     Ok(())
 }
 

@@ -88,6 +88,14 @@ def _text(key):
     return key if isinstance(key, str) else "%s" % (key,)
 
 
+def _is_kl(key):
+    """Whether an event key is one of ours ($KL...), on Python 2 and 3."""
+    try:
+        return key.startswith("$KL")
+    except (AttributeError, TypeError):
+        return False
+
+
 def _field_name(var_array):
     if not var_array:
         raise ValueError("no field given: call it as _lookup kaspersky <function> $Field")
@@ -148,7 +156,7 @@ def _run(function, inward_array, var_array):
         if isinstance(event, dict) and fields:
             # An event's $KL fields are exactly its own lookup's: fields of
             # an earlier stage, or planted by the log source, go first.
-            for key in [k for k in event if isinstance(k, str) and k.startswith("$KL")]:
+            for key in [k for k in event if _is_kl(k)]:
                 del event[key]
             event.update(fields)
     return inward_array

@@ -36,7 +36,8 @@ the nested names are what `kl-generic-json --style nested` writes under its targ
 |---|---|---|
 | data | the function's fields below | under the target key |
 | no data: HTTP 404, an answer with no sections besides `LicenseInfo`, or an answer none of whose sections yields a field | `$KLZone: \"Grey\"` only | `zone: \"Grey\"` |
-| private or reserved IPv4, not sent (see `KL_LOOKUP_PRIVATE_IPS`) | `$KLSkipped: \"private or reserved address\"` only | `skipped` |
+| private or reserved address, not sent (see `KL_LOOKUP_PRIVATE_IPS` and below) | `$KLSkipped: \"private or reserved address\"` only | `skipped` |
+| internal host name, as a domain or a URL's host, not sent (see `KL_LOOKUP_INTERNAL_NAMES` and below) | `$KLSkipped: \"internal host name (.local)\"` only (`single label`, `localhost`, or the suffix) | `skipped` |
 | invalid indicator, or a failed lookup | `$KLError` only, a short reason (`invalid IPv4 address \"1.2.3\"`, `timeout after 30s`, `HTTP 503 after 3 tries`, `access denied or quota exceeded (HTTP 403)`) | `error` |
 
 An event never carries fields from another event's lookup.
@@ -80,6 +81,33 @@ pub fn fields_markdown() -> String {
         }
     }
     out.push_str(CHOICES);
+    out.push_str(&never_sent());
+    out
+}
+
+/// The privacy lists of kl-model, as the docs show them.
+fn never_sent() -> String {
+    let mut out = String::from(
+        "\n## What is not sent\n\n\
+Indicators that would tell a third party about a site's own network are not looked up unless the config asks for them; the event gets `$KLSkipped` with the reason.\n\n\
+- **Addresses** (`KL_LOOKUP_PRIVATE_IPS: true` sends them): IPv4 lookups, and IP literals as URL hosts, in the ranges IANA's special-purpose address registry marks not globally reachable, plus multicast and the deprecated 6to4 relay range:\n\n\
+| IPv4 range | what |\n|---|---|\n",
+    );
+    for (net, len, what) in kl_model::privacy::INTERNAL_IPV4 {
+        let _ = writeln!(out, "| `{net}/{len}` | {what} |");
+    }
+    out.push_str("\n| IPv6 range (URL hosts) | what |\n|---|---|\n");
+    for (net, len, what) in kl_model::privacy::INTERNAL_IPV6 {
+        let _ = writeln!(out, "| `{net}/{len}` | {what} |");
+    }
+    out.push_str("| `::ffff:0:0/96` | IPv4-mapped: as the IPv4 address |\n");
+    let suffixes: Vec<String> = kl_model::privacy::INTERNAL_SUFFIXES.iter().map(|s| format!("`.{s}`")).collect();
+    let _ = write!(
+        out,
+        "\n- **Names** (`KL_LOOKUP_INTERNAL_NAMES: true` sends them), as domains or URL hosts: `localhost`, names of a single label (`intranet`, as a URL's host), and names ending in {}.\n\
+- **Credentials** are never sent: a URL's `user:password@` part is removed before the lookup, which is of the URL without it.\n",
+        suffixes.join(", ")
+    );
     out
 }
 

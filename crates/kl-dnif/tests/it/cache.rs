@@ -132,3 +132,20 @@ async fn parallel_processes_share_the_cache() {
     assert_eq!(parse(&out).len(), 200);
     assert_eq!(requests(&server).await, sent, "every answer written by the four is read back");
 }
+
+/// Answers fetched with another `KL_RECORDS_COUNT` are not served: the
+/// records per list differ.
+#[tokio::test]
+async fn the_cache_key_holds_the_records_count() {
+    let server = fixture_server().await;
+    let cache = tempfile::tempdir().unwrap();
+    let cache_line = format!("  KL_CACHE_PATH: {}\n", cache.path().display());
+    let input = br#"[{"ip":"8.8.8.8"}]"#;
+    let mut sent = Vec::new();
+    for count in ["", "  KL_RECORDS_COUNT: 10\n", "  KL_RECORDS_COUNT: 10\n", "  KL_RECORDS_COUNT: 20\n"] {
+        let (_dir, cfg) = config_dir(&format!("{}/api", server.uri()), &format!("{cache_line}{count}"));
+        run_kl_dnif(&["--config", cfg.to_str().unwrap(), "get_ip_report", "ip"], input, &[]).await;
+        sent.push(requests(&server).await);
+    }
+    assert_eq!(sent, [1, 2, 2, 3], "a new count asks again; the same count is served from the cache");
+}

@@ -240,3 +240,39 @@ async fn sigterm_finishes_the_batch_within_the_drain_time() {
     assert!(events[1]["$KLError"].as_str().unwrap().contains("KL_DRAIN_SECS"), "{}", events[1]);
     assert_eq!(events[2]["$KLZone"], "Green");
 }
+
+/// A byte-order mark and bytes that are not UTF-8 do not reject a batch:
+/// every event comes back, those whose indicator can be read enriched.
+#[tokio::test]
+async fn a_bom_and_bytes_that_are_not_utf8_keep_every_event() {
+    let server = fixture_server().await;
+    let (_dir, cfg) = config_dir(&format!("{}/api", server.uri()), "");
+    let mut batch = b"\xEF\xBB\xBF[".to_vec();
+    batch.extend_from_slice(b"{\"$SrcIP\":\"8.8.8.8\",\"note\":\"caf\xe9\"},");
+    batch.extend_from_slice(b"{\"$SrcIP\":\"8.8.\xff.8\"},");
+    batch.extend_from_slice(b"{\"$SrcIP\":\"8.8.8.8\"}]");
+    let out = run_kl_dnif(&["--config", cfg.to_str().unwrap(), "get_ip_report", "$SrcIP"], &batch, &[]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = &out.stdout;
+    assert!(
+        text.starts_with(b"[{\"$SrcIP\":\"8.8.8.8\",\"note\":\"caf\xe9\",\"$KLZone\":\"Green\""),
+        "{}",
+        String::from_utf8_lossy(text)
+    );
+    let lossy = String::from_utf8_lossy(text);
+    assert!(lossy.contains("\"$KLError\":\"the indicator is not valid UTF-8\""), "{lossy}");
+    assert_eq!(lossy.matches("\"$SrcIP\"").count(), 3);
+}
+
+/// A second lookup stage replaces the first stage's $KL fields: an event's
+/// fields are exactly its own lookup's.
+#[tokio::test]
+async fn a_second_stage_leaves_nothing_of_the_first() {
+    let server = fixture_server().await;
+    let (_dir, cfg) = config_dir(&format!("{}/api", server.uri()), "");
+    let events = br#"[{"$SrcIP":"39.90.148.83","$KLRedMd5":["OLD"],"$KLHostedURL":["http://old/"],"$KLZone":"Green"}]"#;
+    let out = run_kl_dnif(&["--config", cfg.to_str().unwrap(), "get_ip_report", "$SrcIP"], events, &[]).await;
+    let e = &parse(&out)[0];
+    assert_eq!(e["$KLZone"], "Red");
+    assert!(e.get("$KLRedMd5").is_none() && e.get("$KLHostedURL").is_none(), "{e}");
+}

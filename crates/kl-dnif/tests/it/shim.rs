@@ -183,3 +183,36 @@ async fn a_missing_crashing_or_hanging_binary_returns_events_unchanged() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_shim_replaces_an_events_kl_fields_with_its_own_lookups() {
+    let server = fixture_server().await;
+    let (root, dir) = plugin_folder(&format!("{}/api", server.uri()));
+    let plugins = dir.parent().unwrap();
+    // An earlier lookup stage's fields, and a log source's planted zone.
+    let events = root.path().join("staged.json");
+    std::fs::write(
+        &events,
+        serde_json::to_vec(&serde_json::json!([
+            {"$SrcIP": "1.2.3", "$KLZone": "Red", "$KLRedMd5": ["X"]},
+            {"$SrcIP": "8.8.8.8", "$KLZone": "Green", "$KLCategory": ["planted"]},
+            {"other": 1, "$KLZone": "Red"}
+        ]))
+        .unwrap(),
+    )
+    .unwrap();
+    for python in pythons() {
+        let call =
+            Call { function: "get_ip_report", field: "$SrcIP", events: &events, mode: "plain", timeout_secs: "600" };
+        let (got, stderr) = shim(&python, plugins, call);
+        let kl = |v: &Value| -> Vec<String> {
+            v.as_object().unwrap().keys().filter(|k| k.starts_with("$KL")).cloned().collect()
+        };
+        assert_eq!(kl(&got[0]), ["$KLError"], "{}: {}", python.0, got[0]);
+        assert!(got[1].get("$KLCategory").is_none(), "{}: {}", python.0, got[1]);
+        assert_eq!(got[1]["$KLZone"], "Green");
+        // No lookup for an event without the field: it comes back as it was.
+        assert_eq!(got[2], serde_json::json!({"other": 1, "$KLZone": "Red"}));
+        assert!(!stderr.contains("WARNING"), "{stderr}");
+    }
+}

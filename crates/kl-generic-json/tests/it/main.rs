@@ -5,6 +5,7 @@ use std::process::Output;
 
 mod cli;
 mod faults;
+mod hardening;
 mod longrun;
 mod recipes;
 mod styles;
