@@ -7,11 +7,13 @@
 //! - [`signals`]: SIGTERM and SIGINT as a future;
 //! - [`stream`]: NDJSON enrichment, for `kl-generic-json enrich` and
 //!   `kl-http`'s `/v1/enrich`;
-//! - [`lookup`]: one indicator to one JSON object.
+//! - [`lookup`]: one indicator to one JSON object;
+//! - [`check`]: one cheap request, and a report on the config and account.
 //!
 //! No field tables and no HTTP requests here: those are kl-schema's and
 //! kl-core's.
 
+pub mod check;
 pub mod exit;
 pub mod lookup;
 pub mod setup;

@@ -135,16 +135,23 @@ pub fn engine(config: &Config, setup: EngineSetup) -> anyhow::Result<Assembled> 
 /// The portal behind an engine's backend.
 fn portal(engine: &Engine) -> Portal {
     match engine.backend_info().name {
-        "opentip" => Portal::OpenTip,
+        "opentip" | "replay (opentip)" => Portal::OpenTip,
         _ => Portal::Tip,
     }
 }
 
 /// An engine over recorded answers (`--offline DIR`): no network, no
-/// credentials, no cache.
+/// credentials, no cache. With `KL_BACKEND=opentip` in the environment the
+/// answers are taken as OpenTIP's (its functions, its portal).
 pub fn offline_engine(dir: &Path) -> anyhow::Result<Assembled> {
-    let backend = ReplayBackend::new(dir).context("--offline")?;
+    let mut backend = ReplayBackend::new(dir).context("--offline")?;
+    let opentip = std::env::var(kl_model::keys::BACKEND.name).is_ok_and(|b| b.trim().eq_ignore_ascii_case("opentip"));
+    if opentip {
+        backend = backend.as_opentip();
+    }
     let opts = EngineOptions { store: None, ..EngineOptions::default() };
     let drain = Duration::from_secs(kl_model::keys::DRAIN.default_text().parse().unwrap_or(5));
-    Ok(Assembled { engine: Engine::new(Arc::new(backend), opts), drain, ecs: Ecs::default() })
+    let portal = if opentip { Portal::OpenTip } else { Portal::Tip };
+    let ecs = Ecs { portal, ..Ecs::default() };
+    Ok(Assembled { engine: Engine::new(Arc::new(backend), opts), drain, ecs })
 }

@@ -27,6 +27,17 @@ use crate::secret::Secret;
 
 /// The TIP API used when `KASPERSKY_API_URL` is not set.
 pub const DEFAULT_API_URL: &str = "https://tip.kaspersky.com/api";
+/// The OpenTIP API used when `KASPERSKY_API_URL` is not set.
+pub const DEFAULT_OPENTIP_URL: &str = "https://opentip.kaspersky.com/api/v1";
+
+/// Which API answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// The commercial Threat Intelligence Portal.
+    Tip,
+    /// The free OpenTIP API.
+    OpenTip,
+}
 
 /// A configuration problem, reported once before any lookup (exit status 2).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +65,8 @@ pub enum Credentials {
     Basic { username: String, password: Secret },
     /// `Authorization: Bearer` (newer accounts; no certificate needed).
     Token(Secret),
+    /// OpenTIP's `x-api-key`.
+    OpenTipKey(Secret),
 }
 
 /// Where the persistent lookup cache lives.
@@ -70,6 +83,7 @@ pub enum CacheSetting {
 /// A loaded, checked configuration. `Debug` shows no secret.
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub backend: BackendKind,
     pub credentials: Credentials,
     /// PEM with the client certificate and its private key.
     pub cert_path: Option<PathBuf>,
@@ -306,6 +320,31 @@ impl Raw {
         }
     }
 
+    fn backend(&self) -> Result<BackendKind, ConfigError> {
+        match self.get(&keys::BACKEND) {
+            None => Ok(BackendKind::Tip),
+            Some(raw) => match keys::BACKEND.parse_choice(raw).map_err(|m| ConfigError::new(keys::BACKEND.name, m))? {
+                "opentip" => Ok(BackendKind::OpenTip),
+                _ => Ok(BackendKind::Tip),
+            },
+        }
+    }
+
+    /// OpenTIP takes its key alone; TIP's keys are ignored, with a warning.
+    fn opentip_credentials(&self) -> Result<Credentials, ConfigError> {
+        let key = self.secret(&keys::OPENTIP_API_KEY)?.ok_or_else(|| {
+            ConfigError::new(keys::OPENTIP_API_KEY.name, "missing; KL_BACKEND: opentip needs the OpenTIP API key")
+        })?;
+        let tip_only = [&keys::USERNAME, &keys::PASSWORD, &keys::CERT_PATH, &keys::TOKEN, &keys::RECORDS_COUNT];
+        let set: Vec<&str> = tip_only.iter().filter(|k| self.get(k).is_some()).map(|k| k.name).collect();
+        if !set.is_empty() {
+            self.warnings
+                .borrow_mut()
+                .push(format!("{} are for TIP and are ignored with KL_BACKEND: opentip", set.join(", ")));
+        }
+        Ok(Credentials::OpenTipKey(key))
+    }
+
     fn credentials(&self) -> Result<Credentials, ConfigError> {
         let token = self.secret(&keys::TOKEN)?;
         let username = self.get(&keys::USERNAME);
@@ -353,12 +392,16 @@ impl Raw {
     }
 
     fn check(self, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let credentials = self.credentials()?;
-        let api_url = check_url(self.get(&keys::API_URL).unwrap_or(DEFAULT_API_URL))?;
+        let backend = self.backend()?;
+        let (credentials, default_url) = match backend {
+            BackendKind::Tip => (self.credentials()?, DEFAULT_API_URL),
+            BackendKind::OpenTip => (self.opentip_credentials()?, DEFAULT_OPENTIP_URL),
+        };
+        let api_url = check_url(self.get(&keys::API_URL).unwrap_or(default_url))?;
         // The certificate is presented only with Basic authentication.
         let cert_path = match credentials {
             Credentials::Basic { .. } => self.path(&keys::CERT_PATH, env)?,
-            Credentials::Token(_) => None,
+            Credentials::Token(_) | Credentials::OpenTipKey(_) => None,
         };
         let ca_cert_path = self.path(&keys::CA_CERT_PATH, env)?;
         let cache = match self.get(&keys::CACHE_PATH) {
@@ -391,6 +434,7 @@ impl Raw {
             }
         }
         Ok(Config {
+            backend,
             credentials,
             cert_path,
             ca_cert_path,
@@ -402,7 +446,10 @@ impl Raw {
             drain: self.seconds(&keys::DRAIN)?,
             lookup_private_ips: self.boolean(&keys::LOOKUP_PRIVATE_IPS)?,
             lookup_internal_names: self.boolean(&keys::LOOKUP_INTERNAL_NAMES)?,
-            records_count: self.optional_number(&keys::RECORDS_COUNT)?.map(|n| n as u32),
+            records_count: match backend {
+                BackendKind::Tip => self.optional_number(&keys::RECORDS_COUNT)?.map(|n| n as u32),
+                BackendKind::OpenTip => None,
+            },
             max_response_bytes: self.number(&keys::MAX_RESPONSE_BYTES)?,
             memo_bytes: self.number(&keys::MEMO_BYTES)?,
             cache,
@@ -581,6 +628,25 @@ mod tests {
         assert!(e.message.contains("is a directory"), "{e}");
         let e = Config::load_with_env(Some(dir.path()), no_env).unwrap_err();
         assert!(e.message.contains("is a directory"), "{e}");
+    }
+
+    #[test]
+    fn opentip_takes_its_key_and_its_own_default_url() {
+        let c = load("lookup_plugin:\n  KL_BACKEND: opentip\n  KASPERSKY_OPENTIP_API_KEY: k-SECRET\n").unwrap();
+        assert_eq!(c.backend, BackendKind::OpenTip);
+        assert_eq!(c.api_url.as_str(), "https://opentip.kaspersky.com/api/v1");
+        assert_eq!(c.credentials, Credentials::OpenTipKey(Secret::new("k-SECRET")));
+        assert!(!format!("{c:?}").contains("k-SECRET"));
+        let e = load("lookup_plugin:\n  KL_BACKEND: opentip\n").unwrap_err();
+        assert_eq!(e.key, Some("KASPERSKY_OPENTIP_API_KEY"));
+        let e = load("lookup_plugin:\n  KL_BACKEND: virustotal\n  KASPERSKY_API_TOKEN: a\n").unwrap_err();
+        assert_eq!(e.key, Some("KL_BACKEND"));
+        let c = load(
+            "lookup_plugin:\n  KL_BACKEND: OpenTIP\n  KASPERSKY_OPENTIP_API_KEY: k\n  KASPERSKY_API_TOKEN: t\n  KL_RECORDS_COUNT: 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.records_count, None);
+        assert!(c.warnings[0].contains("ignored with KL_BACKEND: opentip"), "{:?}", c.warnings);
     }
 
     #[test]

@@ -148,7 +148,20 @@ struct Inner {
     deadline: watch::Sender<Option<(Instant, Arc<str>)>>,
     license: Mutex<Option<License>>,
     quota_warned: AtomicBool,
+    token_warned: AtomicBool,
     counters: Counters,
+}
+
+/// A token that expires within this many days is warned about.
+pub const TOKEN_WARNING_DAYS: i64 = 14;
+
+/// What `Engine::probe` found.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// The round trip.
+    pub elapsed: Duration,
+    pub answer: Answer,
+    pub license: Option<License>,
 }
 
 #[derive(Debug, Default)]
@@ -187,6 +200,7 @@ impl Engine {
                 deadline: watch::Sender::new(deadline),
                 license: Mutex::default(),
                 quota_warned: AtomicBool::new(false),
+                token_warned: AtomicBool::new(false),
                 counters: Counters::default(),
                 opts,
             }),
@@ -434,8 +448,34 @@ impl Engine {
         result.map_err(SendError::Failed)
     }
 
-    /// Keeps the account figures; warns once at 90% of the day's quota.
+    /// Sends the backend's cheapest request, straight (no memo, no cache,
+    /// no retry): whether the API answers, and how fast. For `check`.
+    pub async fn probe(&self) -> Result<Probe, Error> {
+        Counters::bump(&self.inner.counters.requests);
+        let started = Instant::now();
+        let fetched = self.inner.backend.probe().await?;
+        let elapsed = started.elapsed();
+        if let Some(license) = &fetched.license {
+            self.note_license(license.clone());
+        }
+        Ok(Probe { elapsed, answer: fetched.answer, license: fetched.license })
+    }
+
+    /// Keeps the account figures; warns once at 90% of the day's quota, and
+    /// once when the token expires within [`TOKEN_WARNING_DAYS`].
     fn note_license(&self, license: License) {
+        if let Some(days) = license.token_days_left(std::time::SystemTime::now()) {
+            if days < TOKEN_WARNING_DAYS && !self.inner.token_warned.swap(true, Ordering::Relaxed) {
+                let date = license.token_expiration.as_deref().unwrap_or_default();
+                if days < 0 {
+                    tracing::warn!("the API token expired on {date}: every lookup will fail until it is renewed");
+                } else {
+                    tracing::warn!(
+                        "the API token expires on {date}, in {days} days: renew it before it stops every lookup"
+                    );
+                }
+            }
+        }
         if let Some((used, quota)) = license.quota() {
             if quota > 0
                 && used.saturating_mul(10) >= quota.saturating_mul(9)

@@ -19,7 +19,11 @@ pub enum Error {
     InvalidIndicator(#[from] IndicatorError),
     /// The connection could not be made or broke off.
     #[error("connection failed: {message}")]
-    Transport { message: String },
+    Transport { message: String, cause: TransportCause },
+    /// The API refused us for good (a bad key, no access, a spent quota),
+    /// in words the backend chose.
+    #[error("{message}")]
+    Refused { status: u16, message: String },
     /// The TLS handshake failed on a certificate: the server's is not
     /// trusted, or ours was refused. Permanent for the run.
     #[error("{message}")]
@@ -63,6 +67,17 @@ fn status_message(status: u16) -> String {
     }
 }
 
+/// What a connection failure was, as far as can be told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportCause {
+    /// The host name did not resolve.
+    Dns,
+    /// Nothing listens there (or a firewall says so).
+    Refused,
+    /// Anything else: a reset, a broken proxy…
+    Other,
+}
+
 /// How the engine treats a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
@@ -80,7 +95,7 @@ impl Error {
     pub fn kind(&self) -> FailureKind {
         match self {
             Error::Transport { .. } | Error::Timeout { .. } => FailureKind::Transient,
-            Error::Status { status: 401 | 403, .. } | Error::Tls { .. } => FailureKind::Fatal,
+            Error::Status { status: 401 | 403, .. } | Error::Tls { .. } | Error::Refused { .. } => FailureKind::Fatal,
             Error::Status { status, .. } if *status == 429 || (500..600).contains(status) => FailureKind::Transient,
             _ => FailureKind::Permanent,
         }

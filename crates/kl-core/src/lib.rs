@@ -21,8 +21,10 @@ pub mod store;
 mod tls;
 
 pub use backend::{Backend, BackendInfo, FailureKind, Fetched, License, LookupFailure};
-pub use config::{CacheSetting, Config, ConfigError, Credentials, DEFAULT_API_URL, redact_userinfo};
-pub use engine::{Engine, EngineOptions, Pending, Stats, Waiting};
-pub use error::Error;
+pub use config::{
+    BackendKind, CacheSetting, Config, ConfigError, Credentials, DEFAULT_API_URL, DEFAULT_OPENTIP_URL, redact_userinfo,
+};
+pub use engine::{Engine, EngineOptions, Pending, Probe, Stats, TOKEN_WARNING_DAYS, Waiting};
+pub use error::{Error, TransportCause};
 pub use kl_model::{Answer, Body, Function, HashKind, Indicator, IndicatorError, ObjectKind, Outcome, Zone, json_type};
 pub use secret::Secret;

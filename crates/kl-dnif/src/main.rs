@@ -24,17 +24,31 @@ const NAME: &str = "kl-dnif";
 
 /// Enrich DNIF events with Kaspersky Threat Intelligence Portal lookups.
 #[derive(Debug, Parser)]
-#[command(name = NAME, version, about, long_about = None)]
+#[command(name = NAME, version, about, long_about = None, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The config file (dnifconfig.yml format). Default: $KL_CONFIG, then
     /// dnifconfig.yml in the plugin folder (beside bin/), then in the current folder.
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
     /// The lookup: get_ip_report, get_ip_report_file, get_url_report,
     /// get_url_report_file, get_domain_report, get_domain_report_file or get_hash_report.
-    function: Function,
+    #[arg(required = true)]
+    function: Option<Function>,
     /// The event key holding the indicator, such as $SrcIP.
-    field: String,
+    #[arg(required = true)]
+    field: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Check the config, the API's answer and the account (quota, token expiry).
+    Check {
+        /// The config file; found as for a lookup when not given.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Where the config is looked for, after `--config` and `$KL_CONFIG`.
@@ -46,11 +60,27 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(code) => return code,
     };
-    exit::run_async(NAME, async { run(args).await.map(|()| ExitCode::SUCCESS) })
+    exit::run_async(NAME, async {
+        match args.command {
+            Some(Command::Check { config }) => check(config).await,
+            None => run(args).await.map(|()| ExitCode::SUCCESS),
+        }
+    })
+}
+
+async fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let config = setup::load_config(config.as_deref(), SEARCH)?;
+    setup::start_logging(&config, false)?;
+    let assembled = setup::engine(&config, EngineSetup { default_cache_dir: None, run_deadline: true })?;
+    let report = kl_cli::check::run(&assembled).await;
+    Ok(kl_cli::check::print(NAME, &report, false))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let field = args.field.trim().to_owned();
+    let (Some(function), Some(field)) = (args.function, args.field) else {
+        bail!("FUNCTION and FIELD are required, such as get_ip_report '$SrcIP'");
+    };
+    let field = field.trim().to_owned();
     if field.is_empty() {
         bail!("FIELD is empty; name the event key that holds the indicator, such as $SrcIP");
     }
@@ -60,7 +90,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // every DNIF process on the host shares it.
     let default_cache_dir = config.base_dir.as_ref().map(|d| d.join("cache")).or_else(kl_core::store::xdg_cache_dir);
     let assembled = setup::engine(&config, EngineSetup { default_cache_dir, run_deadline: true })?;
-    assembled.engine.supports(args.function).map_err(anyhow::Error::msg)?;
+    assembled.engine.supports(function).map_err(anyhow::Error::msg)?;
 
     let mut input = Vec::new();
     io::stdin().read_to_end(&mut input).context("cannot read stdin")?;
@@ -73,7 +103,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         events.iter().map(|(range, e)| Request::of(e, &field, &input[range.clone()])).collect();
     let texts: Vec<(usize, &str)> = requests.iter().enumerate().filter_map(|(i, r)| r.text().map(|t| (i, t))).collect();
     let raws: Vec<&str> = texts.iter().map(|(_, t)| *t).collect();
-    let lookups = assembled.engine.lookup_all(args.function, &raws);
+    let lookups = assembled.engine.lookup_all(function, &raws);
     tokio::pin!(lookups);
     let answers = tokio::select! {
         answers = &mut lookups => answers,
@@ -83,7 +113,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             lookups.await
         }
     };
-    let mut outcomes: Vec<Option<Outcome>> = requests.iter().map(|r| r.outcome(args.function)).collect();
+    let mut outcomes: Vec<Option<Outcome>> = requests.iter().map(|r| r.outcome(function)).collect();
     for ((i, _), answer) in texts.iter().zip(answers) {
         outcomes[*i] = Some(answer);
     }
@@ -97,13 +127,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             match outcome {
                 None => original.to_vec(),
                 Some(outcome) => {
-                    let item = Item {
-                        function: args.function,
-                        raw: request.raw(),
-                        field: Some(&field),
-                        target: None,
-                        outcome,
-                    };
+                    let item = Item { function, raw: request.raw(), field: Some(&field), target: None, outcome };
                     event::apply(original, event, &kl_schema::output(Style::Kl, "", &assembled.ecs, &[item]))
                 }
             }

@@ -31,6 +31,18 @@ enum Command {
     Enrich(EnrichArgs),
     /// Look up one indicator and print the result as one JSON object.
     Lookup(LookupArgs),
+    /// Check the config, the API's answer and the account (quota, token expiry).
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The config file (dnifconfig.yml format). Default: $KL_CONFIG, else the environment alone.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Print one JSON object, for monitoring.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Where answers come from.
@@ -124,6 +136,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Enrich(args) => enrich(args).await,
             Command::Lookup(args) => lookup(args).await,
+            Command::Check(args) => check(args).await,
         }
     })
 }
@@ -164,6 +177,13 @@ async fn enrich(args: EnrichArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(exit::OUTPUT_CLOSED));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let source = Source { config: args.config, offline: None };
+    let assembled = source.assemble(false)?;
+    let report = kl_cli::check::run(&assembled).await;
+    Ok(kl_cli::check::print(NAME, &report, args.json))
 }
 
 async fn lookup(args: LookupArgs) -> anyhow::Result<ExitCode> {

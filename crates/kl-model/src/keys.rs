@@ -99,6 +99,20 @@ macro_rules! key {
 const DAY: u64 = 86_400;
 
 key!(
+    BACKEND,
+    "KL_BACKEND",
+    Kind::Choice { default: "tip", options: &["tip", "opentip"] },
+    None,
+    "`tip` (the commercial Threat Intelligence Portal) or `opentip` (the free OpenTIP API)"
+);
+key!(
+    OPENTIP_API_KEY,
+    "KASPERSKY_OPENTIP_API_KEY",
+    Kind::Secret,
+    None,
+    "OpenTIP API key, sent as `x-api-key` (with `KL_BACKEND: opentip`)"
+);
+key!(
     USERNAME,
     "KASPERSKY_API_USERNAME",
     Kind::Text,
@@ -124,7 +138,7 @@ key!(
     API_URL,
     "KASPERSKY_API_URL",
     Kind::Url,
-    Some("`https://tip.kaspersky.com/api`"),
+    Some("`https://tip.kaspersky.com/api`, or `https://opentip.kaspersky.com/api/v1` for OpenTIP"),
     "the API's base URL: https only; plain http is accepted for loopback hosts (local mocks)"
 );
 key!(
@@ -230,6 +244,8 @@ key!(
 
 /// Every key, in the order the docs list them.
 pub const ALL: &[Key] = &[
+    BACKEND,
+    OPENTIP_API_KEY,
     USERNAME,
     PASSWORD,
     CERT_PATH,

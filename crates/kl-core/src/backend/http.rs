@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use crate::config::{Config, ConfigError};
-use crate::error::Error;
+use crate::error::{Error, TransportCause};
 
 /// One pooled HTTPS client and the limits of its requests.
 #[derive(Debug)]
@@ -73,8 +73,9 @@ impl HttpClient {
         while let Some(s) = root.source() {
             root = s;
         }
+        let cause = transport_cause(&e);
         let message = if std::ptr::addr_eq(root, &e) { e.without_url().to_string() } else { root.to_string() };
-        Error::Transport { message }
+        Error::Transport { message, cause }
     }
 
     async fn read_body(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, Error> {
@@ -90,6 +91,35 @@ impl HttpClient {
         }
         Ok(body)
     }
+}
+
+/// What a connection failure was: a name that did not resolve, a refused
+/// connection, or something else.
+fn transport_cause(e: &(dyn std::error::Error + 'static)) -> TransportCause {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let mut inner = Some(c);
+        // `io::Error` hides what it wraps from `source`.
+        while let Some(i) = inner {
+            if let Some(io) = i.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                    return TransportCause::Refused;
+                }
+                inner = io.get_ref().map(|r| r as &(dyn std::error::Error + 'static));
+            } else {
+                inner = None;
+            }
+        }
+        let text = c.to_string();
+        if text.contains("dns error")
+            || text.contains("failed to lookup address")
+            || text.contains("Name or service not known")
+        {
+            return TransportCause::Dns;
+        }
+        cause = c.source();
+    }
+    TransportCause::Other
 }
 
 /// A certificate failure somewhere in the error's causes, as an error that

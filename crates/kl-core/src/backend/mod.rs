@@ -1,6 +1,7 @@
 //! Where answers come from: one module per backend, behind one trait.
 //!
 //! - [`tip`]: the commercial Threat Intelligence Portal over HTTPS;
+//! - [`opentip`]: the free OpenTIP API over HTTPS;
 //! - [`replay`]: recorded answers in a folder (`--offline`).
 //!
 //! A backend makes exactly one request per call. Retries, deduplication,
@@ -9,6 +10,7 @@
 //! backend a configuration asks for.
 
 mod http;
+pub(crate) mod opentip;
 pub(crate) mod replay;
 pub(crate) mod tip;
 
@@ -18,9 +20,10 @@ use async_trait::async_trait;
 use kl_model::{Answer, Body, Function, Indicator, LICENSE_SECTION, json_type};
 use serde_json::Value;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{BackendKind, Config, ConfigError};
 pub use crate::error::FailureKind;
 
+pub use opentip::OpenTipBackend;
 pub use replay::ReplayBackend;
 pub use tip::TipBackend;
 
@@ -68,6 +71,33 @@ impl License {
     pub fn quota(&self) -> Option<(u64, u64)> {
         self.day_requests.zip(self.day_quota)
     }
+
+    /// Whole days from `now` until the token expires (negative once it
+    /// has), when the answer gave an expiry date.
+    pub fn token_days_left(&self, now: std::time::SystemTime) -> Option<i64> {
+        let expires = days_since_epoch(self.token_expiration.as_deref()?)?;
+        let today = now.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() / 86_400;
+        Some(expires - today as i64)
+    }
+}
+
+/// Days since 1970-01-01 of a date written `YYYY-MM-DD…` (an ISO-8601 date
+/// or timestamp; what follows the date is ignored).
+fn days_since_epoch(text: &str) -> Option<i64> {
+    let date = text.trim().get(..10)?;
+    let mut parts = date.split('-');
+    let (y, m, d): (i64, i64, i64) =
+        (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Howard Hinnant's days-from-civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
 }
 
 /// What `check` and the start-up line say about a backend (never a secret).
@@ -104,15 +134,20 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
-    /// The request `check` sends: the cheapest lookup there is.
-    fn probe(&self) -> (Function, &'static str) {
-        (Function::DomainReport, "example.com")
+    /// The request `check` sends: the cheapest lookup there is (a report
+    /// on `example.com` unless the backend knows a cheaper one).
+    async fn probe(&self) -> Result<Fetched, LookupFailure> {
+        let indicator = Indicator::parse(kl_model::ObjectKind::Domain, "example.com").map_err(crate::Error::from)?;
+        self.fetch(Function::DomainReport, &indicator).await
     }
 }
 
-/// The backend a configuration asks for, or the replay folder when given.
+/// The backend a configuration asks for.
 pub fn select(config: &Config) -> Result<Arc<dyn Backend>, ConfigError> {
-    Ok(Arc::new(TipBackend::from_config(config)?))
+    Ok(match config.backend {
+        BackendKind::Tip => Arc::new(TipBackend::from_config(config)?),
+        BackendKind::OpenTip => Arc::new(OpenTipBackend::from_config(config)?),
+    })
 }
 
 /// Decodes a response body: a JSON object, whose `LicenseInfo` is read and
@@ -147,6 +182,18 @@ mod tests {
         assert!(e.contains("expected a JSON object"), "{e}");
         assert!(decode_body(br#"{"Zone":"Red"} trailing"#, None).is_err());
         assert!(decode_body(br#"{"Zone":"Red"}"#, None).is_ok());
+    }
+
+    #[test]
+    fn token_expiry_in_days() {
+        let day = |n: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(n * 86_400 + 3600);
+        let license = |d: &str| License { token_expiration: Some(d.to_owned()), ..License::default() };
+        assert_eq!(days_since_epoch("1970-01-01"), Some(0));
+        assert_eq!(days_since_epoch("2000-03-01T00:00:00Z"), Some(11_017));
+        assert_eq!(license("1970-01-11T12:00:00Z").token_days_left(day(1)), Some(9));
+        assert_eq!(license("1970-01-01").token_days_left(day(3)), Some(-3));
+        assert_eq!(license("soon").token_days_left(day(1)), None);
+        assert_eq!(License::default().token_days_left(day(1)), None);
     }
 
     #[test]

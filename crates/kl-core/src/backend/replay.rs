@@ -27,6 +27,8 @@ use crate::error::Error;
 #[derive(Debug, Clone)]
 pub struct ReplayBackend {
     dir: PathBuf,
+    /// Answer as OpenTIP would: only the four `*_report` functions.
+    opentip: bool,
 }
 
 impl ReplayBackend {
@@ -39,7 +41,14 @@ impl ReplayBackend {
                 dir.display()
             )));
         }
-        Ok(ReplayBackend { dir })
+        Ok(ReplayBackend { dir, opentip: false })
+    }
+
+    /// Recorded OpenTIP answers: the `_file` functions are refused, as
+    /// OpenTIP refuses them.
+    pub fn as_opentip(mut self) -> ReplayBackend {
+        self.opentip = true;
+        self
     }
 
     /// The file that holds the recorded answer for `indicator`.
@@ -73,6 +82,18 @@ impl Backend for ReplayBackend {
     }
 
     fn info(&self) -> BackendInfo {
-        BackendInfo { name: "replay", endpoint: self.dir.display().to_string(), auth: "none" }
+        let name = if self.opentip { "replay (opentip)" } else { "replay" };
+        BackendInfo { name, endpoint: self.dir.display().to_string(), auth: "none" }
+    }
+
+    fn supports(&self, function: Function) -> Result<(), String> {
+        match function {
+            Function::IpReportFile | Function::UrlReportFile | Function::DomainReportFile if self.opentip => {
+                Err(format!(
+                    "OpenTIP has no equivalent of {function} (KL_BACKEND: opentip answers only the four *_report functions)"
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 }

@@ -40,9 +40,12 @@ impl TipBackend {
     /// Reads the PEM files and builds the client. Every failure here is a
     /// configuration error, reported before any lookup.
     pub fn from_config(config: &Config) -> Result<TipBackend, ConfigError> {
-        let cert = match config.credentials {
-            Credentials::Basic { .. } => config.cert_path.as_deref(),
-            Credentials::Token(_) => None,
+        let (cert, auth) = match config.credentials {
+            Credentials::Basic { .. } => (config.cert_path.as_deref(), "basic+certificate"),
+            Credentials::Token(_) => (None, "token"),
+            Credentials::OpenTipKey(_) => {
+                return Err(ConfigError::new(keys::BACKEND.name, "the TIP backend needs TIP credentials"));
+            }
         };
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, authorization(&config.credentials)?);
@@ -52,10 +55,7 @@ impl TipBackend {
             http: HttpClient::build(config, cert)?,
             base: config.api_url.as_str().trim_end_matches('/').to_owned(),
             headers,
-            auth: match config.credentials {
-                Credentials::Basic { .. } => "basic+certificate",
-                Credentials::Token(_) => "token",
-            },
+            auth,
             records_count: config.records_count,
         })
     }
@@ -84,8 +84,9 @@ fn authorization(credentials: &Credentials) -> Result<HeaderValue, ConfigError> 
             (keys::PASSWORD.name, format!("Basic {}", BASE64.encode(format!("{username}:{}", password.expose()))))
         }
         // The token header's name is unconfirmed in Kaspersky's docs; it is
-        // written here and nowhere else.
+        // written here and nowhere else. A token needs no certificate.
         Credentials::Token(token) => (keys::TOKEN.name, format!("Bearer {}", token.expose())),
+        Credentials::OpenTipKey(_) => return Err(ConfigError::new(keys::BACKEND.name, "not TIP credentials")),
     };
     let mut value =
         HeaderValue::from_str(&text).map_err(|_| ConfigError::new(key, "cannot be sent in an HTTP header"))?;
@@ -114,6 +115,17 @@ impl Backend for TipBackend {
 
     fn info(&self) -> BackendInfo {
         BackendInfo { name: "tip", endpoint: self.base.clone(), auth: self.auth }
+    }
+
+    /// The cheapest request there is, as Kaspersky's own connectivity
+    /// test sends it: a well-known domain's zone and the account figures.
+    async fn probe(&self) -> Result<Fetched, LookupFailure> {
+        let url = format!("{}/domain/example.com?sections=Zone,LicenseInfo", self.base);
+        let (status, body) = self.http.get(&url, self.headers.clone()).await?;
+        if status == 404 {
+            return Ok(Answer::NotFound.into());
+        }
+        decode_body(&body, None)
     }
 }
 

@@ -194,7 +194,7 @@ async fn retry_after_is_honoured() {
 
 #[tokio::test(start_paused = true)]
 async fn backoff_grows_and_is_capped() {
-    let transport = || Error::Transport { message: "connection reset".into() };
+    let transport = || Error::Transport { message: "connection reset".into(), cause: kl_core::TransportCause::Other };
     let backend = Arc::new(Scripted {
         failures: Mutex::new(vec![transport(), transport(), transport(), transport()]),
         ..Default::default()

@@ -276,3 +276,42 @@ async fn a_second_stage_leaves_nothing_of_the_first() {
     assert_eq!(e["$KLZone"], "Red");
     assert!(e.get("$KLRedMd5").is_none() && e.get("$KLHostedURL").is_none(), "{e}");
 }
+
+/// `kl-dnif check` reports the account; with OpenTIP, a `_file` function
+/// stops before any request.
+#[tokio::test]
+async fn check_and_opentip_file_functions() {
+    let server = MockServer::start().await;
+    Mock::given(path("/api/domain/example.com"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"Zone": "Green", "LicenseInfo": {"AccessType": "Commercial", "DayRequests": 5, "DayQuota": 50}}),
+        ))
+        .mount(&server)
+        .await;
+    let (_dir, cfg) = config_dir(&format!("{}/api", server.uri()), "");
+    let out = run_kl_dnif(&["check", "--config", cfg.to_str().unwrap()], b"", &[]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DayRequests 5 of DayQuota 50"));
+
+    let opentip = MockServer::start().await;
+    Mock::given(any()).respond_with(ResponseTemplate::new(200)).expect(0).mount(&opentip).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yml = dir.path().join("dnifconfig.yml");
+    std::fs::write(
+        &yml,
+        format!(
+            "lookup_plugin:\n  KL_BACKEND: opentip\n  KASPERSKY_OPENTIP_API_KEY: k\n  KASPERSKY_API_URL: {}/api/v1\n",
+            opentip.uri()
+        ),
+    )
+    .unwrap();
+    let out = run_kl_dnif(
+        &["--config", yml.to_str().unwrap(), "get_domain_report_file", "$Domain"],
+        br#"[{"$Domain":"a.com"}]"#,
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("OpenTIP has no equivalent of get_domain_report_file"));
+}

@@ -7,6 +7,7 @@ mod cli;
 mod faults;
 mod hardening;
 mod longrun;
+mod opentip;
 mod recipes;
 mod styles;
 
