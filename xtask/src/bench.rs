@@ -14,7 +14,11 @@
 //!    `kl-generic-json` against a mock answering after 20 ms (plus the
 //!    `--latency-ms` setting): the delay from each line going in to its
 //!    line coming out, p50, p99 and max.
-//! 4. **Memo entry cost**: peak memory of a stream over 20,000 and over
+//! 4. **Service**: `kl-http` against a mock answering after 5 ms (plus
+//!    `--latency-ms`): 64 clients asking the same 200 new addresses at once
+//!    (singleflight: requests beside distinct addresses), then the same
+//!    from memory, and from 8 clients: requests per second, p50 and p99.
+//! 5. **Memo entry cost**: peak memory of a stream over 20,000 and over
 //!    200,000 distinct addresses with the cache off and a memo large enough
 //!    for all; the difference per extra address is what one memo entry
 //!    costs.
@@ -40,7 +44,7 @@ pub struct Options {
     pub events: usize,
     /// Distinct addresses per stream run.
     pub distinct: Vec<usize>,
-    /// Run only these parts (`dnif`, `streams`, `latency`, `memo`); all when empty.
+    /// Run only these parts (`dnif`, `streams`, `latency`, `service`, `memo`); all when empty.
     pub only: Vec<String>,
     /// Small events (`{"indicator":"…"}`) instead of firewall-log-sized ones.
     pub small: bool,
@@ -213,6 +217,7 @@ fn vm_hwm_kib(status: &str) -> Option<u64> {
 struct Bench {
     kl_dnif: PathBuf,
     kl_generic: PathBuf,
+    kl_http: PathBuf,
     mock: Mock,
     work: PathBuf,
     opts: Options,
@@ -282,10 +287,11 @@ fn write_events(path: &Path, events: usize, ips: &[String], small: bool) -> anyh
 }
 
 pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
-    let (kl_dnif, kl_generic) = build(root)?;
+    let (kl_dnif, kl_generic, kl_http) = build(root)?;
     let bench = Bench {
         kl_dnif,
         kl_generic,
+        kl_http,
         mock: Mock::start(Duration::from_millis(opts.latency_ms))?,
         work: scratch_dir()?,
         opts: opts.clone(),
@@ -300,6 +306,9 @@ pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
     if opts.wants("latency") {
         latency(&bench)?;
     }
+    if opts.wants("service") {
+        service(&bench)?;
+    }
     if opts.wants("memo") {
         memo_entry_cost(&bench)?;
     }
@@ -307,14 +316,15 @@ pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn build(root: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+fn build(root: &Path) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)
-        .args(["build", "--release", "--locked", "-p", "kl-dnif", "-p", "kl-generic-json"])
+        .args(["build", "--release", "--locked", "-p", "kl-dnif", "-p", "kl-generic-json", "-p", "kl-http"])
         .status()?;
     ensure!(status.success(), "cargo build --release failed");
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    Ok((target.join("release/kl-dnif"), target.join("release/kl-generic-json")))
+    let release = target.join("release");
+    Ok((release.join("kl-dnif"), release.join("kl-generic-json"), release.join("kl-http")))
 }
 
 fn dnif_batch(b: &Bench) -> anyhow::Result<()> {
@@ -469,6 +479,135 @@ fn latency(b: &Bench) -> anyhow::Result<()> {
         at(1.0),
         20 + b.opts.latency_ms
     );
+    Ok(())
+}
+
+/// A keep-alive HTTP/1.1 client for the bench: GETs, timed.
+struct HttpClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl HttpClient {
+    fn connect(addr: &str) -> anyhow::Result<HttpClient> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        Ok(HttpClient { reader: BufReader::new(stream.try_clone()?), writer: stream })
+    }
+
+    /// One GET; its status and how long it took.
+    fn get(&mut self, path: &str, token: &str) -> anyhow::Result<(u16, Duration)> {
+        let started = Instant::now();
+        write!(self.writer, "GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\r\n")?;
+        let mut status_line = String::new();
+        self.reader.read_line(&mut status_line)?;
+        let status: u16 = status_line.split_whitespace().nth(1).context("no status")?.parse()?;
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            self.reader.read_line(&mut header)?;
+            if header == "\r\n" || header.is_empty() {
+                break;
+            }
+            if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse()?;
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body)?;
+        Ok((status, started.elapsed()))
+    }
+}
+
+/// `clients` threads, each asking `per_client` paths; throughput and the
+/// latencies, sorted.
+fn hammer(
+    addr: &str,
+    token: &str,
+    clients: usize,
+    paths: &[String],
+    per_client: usize,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    let started = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let (addr, token, paths) = (addr.to_owned(), token.to_owned(), paths.to_vec());
+            std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
+                let mut client = HttpClient::connect(&addr)?;
+                let mut times = Vec::with_capacity(per_client);
+                for k in 0..per_client {
+                    let (status, took) = client.get(&paths[(c * 7 + k) % paths.len()], &token)?;
+                    ensure!(status == 200, "status {status}");
+                    times.push(took);
+                }
+                Ok(times)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in threads {
+        all.extend(t.join().map_err(|_| anyhow::anyhow!("a client panicked"))??);
+    }
+    let wall = started.elapsed();
+    all.sort();
+    Ok((all.len() as f64 / wall.as_secs_f64(), all))
+}
+
+fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0
+}
+
+/// kl-http under concurrent clients.
+fn service(b: &Bench) -> anyhow::Result<()> {
+    let latency = 5 + b.opts.latency_ms;
+    let mock = Mock::start(Duration::from_millis(latency))?;
+    let token = "bench-token-0123456789abcdef";
+    let cfg = b.work.join("http.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "lookup_plugin:\n  KASPERSKY_API_TOKEN: bench\n  KASPERSKY_API_URL: http://127.0.0.1:{}/api\n  KL_CONCURRENCY: {}\n  KL_CACHE_PATH: off\n  KL_HTTP_TOKENS: {token}\n",
+            mock.port, b.opts.concurrency
+        ),
+    )?;
+    let mut child = Command::new(&b.kl_http)
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stderr = BufReader::new(child.stderr.take().context("stderr")?);
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        ensure!(stderr.read_line(&mut line)? > 0, "kl-http ended before listening");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.split(',').next().context("address")?.to_owned();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let paths: Vec<String> = addresses(200).iter().map(|ip| format!("/v1/lookup/get_ip_report/{ip}")).collect();
+    let before = mock.requests();
+    let cold = hammer(&addr, token, 64, &paths, paths.len());
+    let requests = mock.requests() - before;
+    let warm64 = hammer(&addr, token, 64, &paths, 500);
+    let warm8 = hammer(&addr, token, 8, &paths, 2000);
+    let _ = child.kill();
+    let _ = child.wait();
+    println!();
+    println!("kl-http, mock answering after {latency} ms, KL_CONCURRENCY {}", b.opts.concurrency);
+    for (label, result) in [("64 clients, cold", cold), ("64 clients, cached", warm64), ("8 clients, cached", warm8)] {
+        let (rate, times) = result?;
+        println!(
+            "  {label:<20} {:>7} lookups {rate:>9.0}/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+            times.len(),
+            percentile_ms(&times, 0.5),
+            percentile_ms(&times, 0.99)
+        );
+    }
+    println!("  upstream requests for the cold pass: {requests} (distinct addresses: 200)");
     Ok(())
 }
 

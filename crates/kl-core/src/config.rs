@@ -112,6 +112,23 @@ pub struct Config {
     /// What loading found worth a warning, for the caller to log once its
     /// logging is set up (it may go to `log_file`).
     pub warnings: Vec<String>,
+    /// kl-http's settings.
+    pub http: HttpSettings,
+}
+
+/// kl-http's settings (the `KL_HTTP_*` keys).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// `KL_HTTP_LISTEN`, when set.
+    pub listen: Option<String>,
+    /// The bearer tokens clients may send; none: no client auth.
+    pub tokens: Vec<Secret>,
+    /// Certificate chain and key to serve HTTPS with.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub max_batch: usize,
+    pub max_body_bytes: u64,
+    pub timeout: Duration,
+    pub max_pending: usize,
 }
 
 impl Config {
@@ -345,6 +362,42 @@ impl Raw {
         Ok(Credentials::OpenTipKey(key))
     }
 
+    fn http(&self, env: &impl Fn(&str) -> Option<String>) -> Result<HttpSettings, ConfigError> {
+        let tokens = match self.secret(&keys::HTTP_TOKENS)? {
+            None => Vec::new(),
+            Some(list) => {
+                let tokens: Vec<Secret> =
+                    list.expose().split(',').map(str::trim).filter(|t| !t.is_empty()).map(Secret::new).collect();
+                if tokens.iter().any(|t| t.expose().len() < 16) {
+                    return Err(ConfigError::new(
+                        keys::HTTP_TOKENS.name,
+                        "every token must be at least 16 characters long (a random one, such as `openssl rand -hex 24`)",
+                    ));
+                }
+                tokens
+            }
+        };
+        let tls = match (self.path(&keys::HTTP_TLS_CERT, env)?, self.path(&keys::HTTP_TLS_KEY, env)?) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(keys::HTTP_TLS_KEY.name, "missing; it goes with KL_HTTP_TLS_CERT"));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(keys::HTTP_TLS_CERT.name, "missing; it goes with KL_HTTP_TLS_KEY"));
+            }
+        };
+        Ok(HttpSettings {
+            listen: self.get(&keys::HTTP_LISTEN).map(str::to_owned),
+            tokens,
+            tls,
+            max_batch: self.number(&keys::HTTP_MAX_BATCH)? as usize,
+            max_body_bytes: self.number(&keys::HTTP_MAX_BODY_BYTES)?,
+            timeout: self.seconds(&keys::HTTP_TIMEOUT)?,
+            max_pending: self.number(&keys::HTTP_MAX_PENDING)? as usize,
+        })
+    }
+
     fn credentials(&self) -> Result<Credentials, ConfigError> {
         let token = self.secret(&keys::TOKEN)?;
         let username = self.get(&keys::USERNAME);
@@ -425,6 +478,7 @@ impl Raw {
                 .collect::<Result<_, _>>()?,
         };
         let log_file = self.path(&keys::LOG_FILE, env)?;
+        let http = self.http(env)?;
         if let Some(p) = &log_file {
             if p.is_dir() {
                 return Err(ConfigError::new(
@@ -459,6 +513,7 @@ impl Raw {
             log_file,
             base_dir: self.base_dir,
             warnings: self.warnings.into_inner(),
+            http,
         })
     }
 }

@@ -147,6 +147,9 @@ struct Inner {
     /// When waiting stops, and the error then given; `None`: no deadline.
     deadline: watch::Sender<Option<(Instant, Arc<str>)>>,
     license: Mutex<Option<License>>,
+    /// Requests by how they ended (`200`, `404`, `503`, `timeout`…). A std
+    /// mutex: held to bump one count.
+    statuses: Mutex<std::collections::BTreeMap<String, u64>>,
     quota_warned: AtomicBool,
     token_warned: AtomicBool,
     counters: Counters,
@@ -199,6 +202,7 @@ impl Engine {
                 in_flight: Mutex::default(),
                 deadline: watch::Sender::new(deadline),
                 license: Mutex::default(),
+                statuses: Mutex::default(),
                 quota_warned: AtomicBool::new(false),
                 token_warned: AtomicBool::new(false),
                 counters: Counters::default(),
@@ -438,6 +442,7 @@ impl Engine {
         Counters::bump(&c.requests);
         let result = inner.backend.fetch(function, indicator).await;
         c.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.count_status(&result);
         // Record a fatal answer before the slot is released, so no request
         // waiting for that slot goes out after it.
         if let Err(e) = &result {
@@ -459,6 +464,25 @@ impl Engine {
             self.note_license(license.clone());
         }
         Ok(Probe { elapsed, answer: fetched.answer, license: fetched.license })
+    }
+
+    fn count_status(&self, result: &Result<Fetched, Error>) {
+        let status = match result {
+            Ok(Fetched { answer: Answer::NotFound, .. }) => "404".to_owned(),
+            Ok(_) => "200".to_owned(),
+            Err(Error::Status { status, .. } | Error::Refused { status, .. }) => status.to_string(),
+            Err(Error::Timeout { .. }) => "timeout".to_owned(),
+            Err(Error::Tls { .. }) => "tls".to_owned(),
+            Err(Error::Transport { .. }) => "connection".to_owned(),
+            Err(_) => "invalid".to_owned(),
+        };
+        *self.inner.statuses.lock().unwrap_or_else(|p| p.into_inner()).entry(status).or_default() += 1;
+    }
+
+    /// Requests sent so far, by how they ended (`200`, `404`, `503`,
+    /// `timeout`, `connection`, `tls`, `invalid`).
+    pub fn upstream_statuses(&self) -> Vec<(String, u64)> {
+        self.inner.statuses.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// Keeps the account figures; warns once at 90% of the day's quota, and

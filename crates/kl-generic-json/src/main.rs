@@ -193,10 +193,10 @@ async fn lookup(args: LookupArgs) -> anyhow::Result<ExitCode> {
         kl_cli::lookup::lookup(&assembled, args.function, &args.indicator, args.output.style, &args.output.target)
             .await;
     assembled.engine.flush().await;
+    println!("{}", looked.object);
     if let Outcome::Failed(reason) = &looked.outcome {
         eprintln!("{NAME}: {reason}");
         return Ok(ExitCode::from(exit::FAILED));
     }
-    println!("{}", looked.object);
     Ok(ExitCode::SUCCESS)
 }

@@ -242,6 +242,51 @@ key!(
     "how long a \"no data\" (Grey) answer is reused; failures are never kept"
 );
 
+key!(
+    HTTP_LISTEN,
+    "KL_HTTP_LISTEN",
+    Kind::Text,
+    Some("`127.0.0.1:8080`"),
+    "kl-http: the address and port to listen on (`--listen` wins)"
+);
+key!(
+    HTTP_TOKENS,
+    "KL_HTTP_TOKENS",
+    Kind::Secret,
+    None,
+    "kl-http: comma-separated bearer tokens clients must send; required to listen beyond loopback"
+);
+key!(HTTP_TLS_CERT, "KL_HTTP_TLS_CERT", Kind::File, None, "kl-http: PEM certificate chain to serve HTTPS with");
+key!(HTTP_TLS_KEY, "KL_HTTP_TLS_KEY", Kind::File, None, "kl-http: PEM private key of that certificate");
+key!(
+    HTTP_MAX_BATCH,
+    "KL_HTTP_MAX_BATCH",
+    Kind::Number { default: 1000, min: 1, max: 1_000_000 },
+    None,
+    "kl-http: indicators in one `POST /v1/lookup`, at most (more: 413)"
+);
+key!(
+    HTTP_MAX_BODY_BYTES,
+    "KL_HTTP_MAX_BODY_BYTES",
+    Kind::Number { default: 64 << 20, min: 1024, max: 1 << 34 },
+    None,
+    "kl-http: request body size, at most (more: 413)"
+);
+key!(
+    HTTP_TIMEOUT,
+    "KL_HTTP_TIMEOUT_SECS",
+    Kind::Number { default: 120, min: 1, max: 86_400 },
+    None,
+    "kl-http: the longest a request may take (then 408)"
+);
+key!(
+    HTTP_MAX_PENDING,
+    "KL_HTTP_MAX_PENDING",
+    Kind::Number { default: 10_000, min: 1, max: 10_000_000 },
+    None,
+    "kl-http: lookups waiting for an answer across all clients, at most (more: 503)"
+);
+
 /// Every key, in the order the docs list them.
 pub const ALL: &[Key] = &[
     BACKEND,
@@ -267,6 +312,14 @@ pub const ALL: &[Key] = &[
     CACHE_PATH,
     CACHE_TTL,
     CACHE_GREY_TTL,
+    HTTP_LISTEN,
+    HTTP_TOKENS,
+    HTTP_TLS_CERT,
+    HTTP_TLS_KEY,
+    HTTP_MAX_BATCH,
+    HTTP_MAX_BODY_BYTES,
+    HTTP_TIMEOUT,
+    HTTP_MAX_PENDING,
 ];
 
 /// The key of this name, if there is one.

@@ -212,7 +212,8 @@ async fn lookup_prints_one_object_and_exits_by_outcome() {
 
     let out = run(&["lookup", "get_ip_report", "1.2.3", "--offline", off], b"").await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(out.stdout.is_empty());
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(printed["kaspersky"]["error"].as_str().unwrap().contains("invalid IPv4 address"), "{printed}");
     assert!(String::from_utf8_lossy(&out.stderr).contains(r#"invalid IPv4 address "1.2.3""#));
 
     let server = MockServer::start().await;
