@@ -1,9 +1,15 @@
-//! `cargo xtask docs`: regenerates `docs/fields.md` from kl-schema's tables
-//! and the README's config key table from `kl_model::keys`.
+//! `cargo xtask docs`: regenerates `docs/fields.md` and the Splunk app's
+//! `transforms.conf` from kl-schema's tables, and the README's config key
+//! table from `kl_model::keys`.
 
 use std::path::Path;
 
 use anyhow::Context;
+
+/// The Splunk app's lookup definitions, generated.
+pub const TRANSFORMS: &str = "crates/kl-splunk/app/TA-kaspersky-tip/default/transforms.conf";
+/// The script Splunk runs for those lookups.
+pub const SPLUNK_SCRIPT: &str = "kaspersky_lookup.py";
 
 pub fn run(root: &Path) -> anyhow::Result<()> {
     let path = root.join("docs/fields.md");
@@ -22,5 +28,10 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     })?;
     std::fs::write(&readme, updated).with_context(|| format!("cannot write {}", readme.display()))?;
     println!("wrote the key table of {}", readme.display());
+
+    let transforms = root.join(TRANSFORMS);
+    std::fs::write(&transforms, kl_schema::splunk::transforms_conf(SPLUNK_SCRIPT))
+        .with_context(|| format!("cannot write {}", transforms.display()))?;
+    println!("wrote {}", transforms.display());
     Ok(())
 }

@@ -118,6 +118,32 @@ pub fn dnif_entries(root: &Path, kl_dnif: &Path) -> anyhow::Result<Vec<Entry>> {
     Ok(entries)
 }
 
+/// The Splunk app folder: every file of `crates/kl-splunk/app/`, the LICENSE
+/// and `bin/kl-splunk` (the rule the Splunk end-to-end test assembles by too).
+pub fn splunk_entries(root: &Path, kl_splunk: &Path) -> anyhow::Result<Vec<Entry>> {
+    let app = root.join("crates/kl-splunk/app");
+    let mut entries = vec![
+        Entry::executable(format!("{SPLUNK_APP}/bin/kl-splunk"), kl_splunk)?,
+        Entry::file(format!("{SPLUNK_APP}/LICENSE"), &root.join("LICENSE"))?,
+    ];
+    let mut stack = vec![app.join(SPLUNK_APP)];
+    while let Some(dir) = stack.pop() {
+        for item in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+            let path = item?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let relative = path.strip_prefix(&app)?.to_str().context("app file name")?.to_owned();
+                entries.push(Entry::file(relative, &path)?);
+            }
+        }
+    }
+    Ok(entries)
+}
+
+/// The Splunk app's folder name.
+pub const SPLUNK_APP: &str = "TA-kaspersky-tip";
+
 fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }

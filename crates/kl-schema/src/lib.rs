@@ -13,6 +13,7 @@
 mod docs;
 pub mod event;
 mod flatten;
+pub mod splunk;
 pub mod style;
 mod table;
 
