@@ -3,7 +3,9 @@
 //! - `bench`: prints the performance figures (see `bench.rs`);
 //! - `docs`: writes `docs/fields.md` from kl-schema's tables;
 //! - `package [--target T] [--profile P] [--out DIR]`: builds the release
-//!   tarballs and `SHA256SUMS` into `dist/`.
+//!   tarballs and `SHA256SUMS` into `dist/`, portable to glibc 2.17;
+//! - `zigbuild-tools`: installs the pinned cargo-zigbuild and Zig that
+//!   `package` uses (it does so itself when they are missing).
 
 use xtask::{bench, docs, package, root};
 
@@ -14,7 +16,9 @@ tasks:
                                               performance figures against a local mock TIP
   docs                                        write docs/fields.md from the kl-schema tables
   package [--target T] [--profile P] [--out DIR]
-                                              build the release tarballs and SHA256SUMS (default: host target, dist profile, dist/)";
+                                              build the release tarballs and SHA256SUMS (default: x86_64-unknown-linux-gnu.2.17,
+                                              dist profile, dist/) with cargo-zigbuild
+  zigbuild-tools                              install the pinned cargo-zigbuild and Zig into target/zigbuild-venv";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +32,11 @@ fn main() -> anyhow::Result<()> {
                 println!("{line}");
             }
             println!("wrote {}", written.dir.display());
+            Ok(())
+        }
+        Some("zigbuild-tools") => {
+            let bin = xtask::zigbuild::ensure_installed(&root())?;
+            println!("{}", bin.display());
             Ok(())
         }
         _ => {

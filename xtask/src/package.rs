@@ -1,13 +1,19 @@
-//! `cargo xtask package`: the release tarballs.
+//! `cargo xtask package`: the release tarballs, one per adapter.
 //!
 //! - `kl-dnif-<version>-<target>.tar.gz`: one folder `kaspersky/`, the DNIF
 //!   plugin: every file of `crates/kl-dnif/plugin/`, the LICENSE and
 //!   `bin/kl-dnif`;
-//! - `kl-generic-json-<version>-<target>.tar.gz`: one folder of the same
-//!   name with the binary, README, LICENSE, an example config and the docs;
-//! - `SHA256SUMS` over both.
+//! - `kl-generic-json-…` and `kl-http-…`: one folder of the same name with
+//!   the binary, README, LICENSE, an example config and the docs;
+//! - `kl-splunk-…`: the Splunk app folder `TA-kaspersky-tip/`, its
+//!   `bin/` holding the shim and `kl-splunk`;
+//! - `SHA256SUMS` over all of them.
 //!
-//! No network: the build uses the locked, already fetched dependencies.
+//! Every tarball carries `THIRD-PARTY-LICENSES.txt` for the crates in its
+//! binary. The binaries are built by cargo-zigbuild for
+//! `x86_64-unknown-linux-gnu.2.17`, and packaging fails if one of them needs
+//! a newer glibc. No network beyond installing the pinned zigbuild tools
+//! once: the build uses the locked, already fetched dependencies.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,12 +21,19 @@ use std::process::Command;
 use anyhow::{Context, bail, ensure};
 
 use crate::archive::{Entry, sha256_hex, write_tar_gz};
+use crate::glibc::{self, GlibcVersion};
+use crate::licenses::{self, Graph};
+use crate::zigbuild::{self, PORTABLE_TARGET};
+
+/// Every shipped binary, each the package of the same name.
+pub const BINARIES: [&str; 4] = ["kl-dnif", "kl-generic-json", "kl-http", "kl-splunk"];
 
 /// What to build and where to put it.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// A target triple; the host's when `None`.
-    pub target: Option<String>,
+    /// A zigbuild target: a Rust triple, with `.2.17`-style glibc suffix
+    /// for the GNU ones.
+    pub target: String,
     /// The cargo profile; `dist` for releases.
     pub profile: String,
     /// The output folder (emptied first); `dist/` by default.
@@ -31,7 +44,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { target: None, profile: "dist".to_owned(), out: None, target_dir: None }
+        Options { target: PORTABLE_TARGET.to_owned(), profile: "dist".to_owned(), out: None, target_dir: None }
     }
 }
 
@@ -42,7 +55,7 @@ impl Options {
         while let Some(a) = it.next() {
             let mut value = || it.next().with_context(|| format!("{a} needs a value"));
             match a.as_str() {
-                "--target" => opts.target = Some(value()?.clone()),
+                "--target" => opts.target = value()?.clone(),
                 "--profile" => opts.profile = value()?.clone(),
                 "--out" => opts.out = Some(PathBuf::from(value()?)),
                 other => bail!("unknown option {other:?} for package"),
@@ -63,35 +76,60 @@ pub struct Written {
 
 pub fn run(root: &Path, opts: &Options) -> anyhow::Result<Written> {
     let version = workspace_version(root)?;
-    let target = match &opts.target {
-        Some(t) => t.clone(),
-        None => host_target()?,
-    };
+    let triple = zigbuild::rust_triple(&opts.target);
     let bin_dir = build(root, opts)?;
+    let bin = |name: &str| bin_dir.join(name);
+    match glibc_floor(&opts.target) {
+        Some(floor) => {
+            for name in BINARIES {
+                glibc::check(&bin(name), floor)?;
+            }
+        }
+        None => eprintln!("note: {} names no glibc version; the binaries' glibc needs are not checked", opts.target),
+    }
+    let graph = Graph::load(root, triple)?;
+    let third_party = |package: &str, path: String| -> anyhow::Result<Entry> {
+        let text = licenses::render(&graph.linked(&[package])?, package)?;
+        Ok(Entry { path, contents: text.into_bytes(), executable: false })
+    };
+
     let out = opts.out.clone().unwrap_or_else(|| root.join("dist"));
     if out.exists() {
         std::fs::remove_dir_all(&out).with_context(|| format!("cannot clean {}", out.display()))?;
     }
     std::fs::create_dir_all(&out)?;
     let mtime = source_date_epoch(root);
+    let mut tarballs = Vec::new();
+    let mut write = |package: &str, entries: Vec<Entry>| -> anyhow::Result<()> {
+        let tarball = out.join(format!("{package}-{version}-{triple}.tar.gz"));
+        write_tar_gz(&tarball, entries, mtime)?;
+        tarballs.push(tarball);
+        Ok(())
+    };
 
-    let dnif = out.join(format!("kl-dnif-{version}-{target}.tar.gz"));
-    write_tar_gz(&dnif, dnif_entries(root, &bin_dir.join("kl-dnif"))?, mtime)?;
+    let mut dnif = dnif_entries(root, &bin("kl-dnif"))?;
+    dnif.push(third_party("kl-dnif", format!("kaspersky/{}", licenses::FILE_NAME))?);
+    write("kl-dnif", dnif)?;
 
-    let generic_name = format!("kl-generic-json-{version}-{target}");
-    let generic = out.join(format!("{generic_name}.tar.gz"));
-    let g = |p: &str| format!("{generic_name}/{p}");
-    let generic_entries = vec![
-        Entry::executable(g("kl-generic-json"), &bin_dir.join("kl-generic-json"))?,
-        Entry::file(g("README.md"), &root.join("README.md"))?,
-        Entry::file(g("LICENSE"), &root.join("LICENSE"))?,
-        Entry::file(g("kl.example.yml"), &root.join("crates/kl-generic-json/kl.example.yml"))?,
-        Entry::file(g("doc/generic-json.md"), &root.join("docs/generic-json.md"))?,
-        Entry::file(g("doc/fields.md"), &root.join("docs/fields.md"))?,
-    ];
-    write_tar_gz(&generic, generic_entries, mtime)?;
+    for (package, doc) in [("kl-generic-json", "docs/generic-json.md"), ("kl-http", "docs/http.md")] {
+        let folder = format!("{package}-{version}-{triple}");
+        let f = |p: &str| format!("{folder}/{p}");
+        let entries = vec![
+            Entry::executable(f(package), &bin(package))?,
+            Entry::file(f("README.md"), &root.join("README.md"))?,
+            Entry::file(f("LICENSE"), &root.join("LICENSE"))?,
+            third_party(package, f(licenses::FILE_NAME))?,
+            Entry::file(f("kl.example.yml"), &root.join("crates/kl-generic-json/kl.example.yml"))?,
+            Entry::file(f(&doc.replace("docs/", "doc/")), &root.join(doc))?,
+            Entry::file(f("doc/fields.md"), &root.join("docs/fields.md"))?,
+        ];
+        write(package, entries)?;
+    }
 
-    let tarballs = vec![dnif, generic];
+    let mut splunk = splunk_entries(root, &bin("kl-splunk"))?;
+    splunk.push(third_party("kl-splunk", format!("{SPLUNK_APP}/{}", licenses::FILE_NAME))?);
+    write("kl-splunk", splunk)?;
+
     let mut sums = String::new();
     for t in &tarballs {
         let name = t.file_name().and_then(|n| n.to_str()).context("tarball name")?;
@@ -99,6 +137,17 @@ pub fn run(root: &Path, opts: &Options) -> anyhow::Result<Written> {
     }
     std::fs::write(out.join("SHA256SUMS"), &sums)?;
     Ok(Written { dir: out, tarballs, sums })
+}
+
+/// The newest glibc the binaries may need: the target's suffix
+/// (`….2.17`), the portable floor for a plain GNU triple, and `None` for a
+/// target without glibc (musl).
+fn glibc_floor(target: &str) -> Option<GlibcVersion> {
+    match target.find("-gnu.") {
+        Some(at) => GlibcVersion::parse(&format!("GLIBC_{}", &target[at + "-gnu.".len()..])),
+        None if target.ends_with("-gnu") => Some(glibc::FLOOR),
+        None => None,
+    }
 }
 
 /// The plugin folder: the rule the DNIF end-to-end test assembles by too.
@@ -144,41 +193,26 @@ pub fn splunk_entries(root: &Path, kl_splunk: &Path) -> anyhow::Result<Vec<Entry
 /// The Splunk app's folder name.
 pub const SPLUNK_APP: &str = "TA-kaspersky-tip";
 
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
-}
-
-/// Builds both binaries; returns the folder that holds them.
+/// Builds every shipped binary with cargo-zigbuild; returns the folder
+/// that holds them.
 fn build(root: &Path, opts: &Options) -> anyhow::Result<PathBuf> {
-    let mut cmd = Command::new(cargo());
-    cmd.current_dir(root).args([
-        "build",
-        "--locked",
-        "--profile",
-        &opts.profile,
-        "-p",
-        "kl-dnif",
-        "-p",
-        "kl-generic-json",
-    ]);
-    if let Some(t) = &opts.target {
-        cmd.args(["--target", t]);
+    let mut cmd = zigbuild::command(root)?;
+    cmd.current_dir(root).args(["--locked", "--profile", &opts.profile, "--target", &opts.target]);
+    for package in BINARIES {
+        cmd.args(["-p", package]);
     }
     if let Some(d) = &opts.target_dir {
         cmd.env("CARGO_TARGET_DIR", d);
     }
-    let status = cmd.status().context("cannot run cargo build")?;
-    ensure!(status.success(), "cargo build failed ({status})");
+    let status = cmd.status().context("cannot run cargo zigbuild")?;
+    ensure!(status.success(), "cargo zigbuild failed ({status})");
     let target_dir = opts
         .target_dir
         .clone()
         .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from))
         .unwrap_or_else(|| root.join("target"));
     let profile_dir = if opts.profile == "dev" { "debug" } else { opts.profile.as_str() };
-    Ok(match &opts.target {
-        Some(t) => target_dir.join(t).join(profile_dir),
-        None => target_dir.join(profile_dir),
-    })
+    Ok(target_dir.join(zigbuild::rust_triple(&opts.target)).join(profile_dir))
 }
 
 fn workspace_version(root: &Path) -> anyhow::Result<String> {
@@ -197,14 +231,6 @@ fn workspace_version(root: &Path) -> anyhow::Result<String> {
     bail!("no version in [workspace.package] of Cargo.toml")
 }
 
-fn host_target() -> anyhow::Result<String> {
-    let out = Command::new("rustc").arg("-vV").output().context("cannot run rustc -vV")?;
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
-        .context("rustc -vV did not name the host")
-}
-
 /// `SOURCE_DATE_EPOCH` if set, else the last commit's time, else 0: the
 /// same commit always packs to the same bytes.
 fn source_date_epoch(root: &Path) -> u64 {
@@ -219,4 +245,17 @@ fn source_date_epoch(root: &Path) -> u64 {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_glibc_floor_comes_from_the_target() {
+        assert_eq!(glibc_floor(PORTABLE_TARGET), Some(glibc::FLOOR));
+        assert_eq!(glibc_floor("aarch64-unknown-linux-gnu.2.28"), Some(GlibcVersion(2, 28, 0)));
+        assert_eq!(glibc_floor("x86_64-unknown-linux-gnu"), Some(glibc::FLOOR));
+        assert_eq!(glibc_floor("x86_64-unknown-linux-musl"), None);
+    }
 }
