@@ -23,6 +23,13 @@
 //!    for all; the difference per extra address is what one memo entry
 //!    costs.
 //!
+//! 6. **Fleet**: 4 `kl-generic-json` processes at once over the same 2,000
+//!    new addresses (each in its own order) against a mock answering after
+//!    20 ms (plus `--latency-ms`), once with a SQLite cache each and once
+//!    sharing one Redis (a `redis-server` the bench starts on a free
+//!    loopback port): requests sent and wall time; then a fifth process
+//!    over the same addresses.
+//!
 //! Figures, not assertions: the acceptance limits are printed beside them.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -44,7 +51,7 @@ pub struct Options {
     pub events: usize,
     /// Distinct addresses per stream run.
     pub distinct: Vec<usize>,
-    /// Run only these parts (`dnif`, `streams`, `latency`, `service`, `memo`); all when empty.
+    /// Run only these parts (`dnif`, `streams`, `latency`, `service`, `memo`, `fleet`); all when empty.
     pub only: Vec<String>,
     /// Small events (`{"indicator":"…"}`) instead of firewall-log-sized ones.
     pub small: bool,
@@ -311,6 +318,9 @@ pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
     }
     if opts.wants("memo") {
         memo_entry_cost(&bench)?;
+    }
+    if opts.wants("fleet") {
+        fleet(&bench)?;
     }
     let _ = std::fs::remove_dir_all(&bench.work);
     Ok(())
@@ -630,6 +640,118 @@ fn memo_entry_cost(b: &Bench) -> anyhow::Result<()> {
     println!("  peak with {n2:>7} answers {:>9.1} MiB", k2 as f64 / 1024.0);
     println!("  per answer         {per_entry:>9.0} bytes (the bench answer's text is about 260 bytes)");
     Ok(())
+}
+
+/// N processes over the same new addresses: separate caches vs one Redis.
+fn fleet(b: &Bench) -> anyhow::Result<()> {
+    const PROCESSES: usize = 4;
+    const DISTINCT: usize = 2000;
+    let latency = 20 + b.opts.latency_ms;
+    let mock = Mock::start(Duration::from_millis(latency))?;
+    let redis = BenchRedis::start(&b.work)?;
+    let ips: Vec<String> =
+        (0..DISTINCT).map(|i| format!("12.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255)).collect();
+    let inputs: Vec<PathBuf> = (0..=PROCESSES)
+        .map(|p| {
+            let mut mine = ips.clone();
+            mine.rotate_left(p * DISTINCT / PROCESSES);
+            let path = b.work.join(format!("fleet-{p}.ndjson"));
+            std::fs::write(&path, mine.iter().map(|ip| format!("{{\"indicator\":\"{ip}\"}}\n")).collect::<String>())?;
+            Ok(path)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let config = |name: &str, cache: &str| -> anyhow::Result<PathBuf> {
+        let path = b.work.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "lookup_plugin:\n  KASPERSKY_API_TOKEN: bench\n  KASPERSKY_API_URL: http://127.0.0.1:{}/api\n  KL_CONCURRENCY: {}\n{cache}",
+                mock.port, b.opts.concurrency
+            ),
+        )?;
+        Ok(path)
+    };
+    let spawn = |cfg: &Path, input: &Path| -> anyhow::Result<std::process::Child> {
+        Ok(Command::new(&b.kl_generic)
+            .args(["enrich", "--function", "get_ip_report", "--field", "indicator", "--quiet", "--config"])
+            .arg(cfg)
+            .stdin(std::fs::File::open(input)?)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?)
+    };
+    println!();
+    println!(
+        "fleet: {PROCESSES} kl-generic-json processes at once over the same {DISTINCT} new addresses, mock answering after {latency} ms"
+    );
+    for shared in [false, true] {
+        let configs: Vec<PathBuf> = (0..=PROCESSES)
+            .map(|p| {
+                let cache = if shared {
+                    format!("  KL_CACHE_URL: {}\n", redis.url())
+                } else {
+                    b.cache_line(&format!("fleet-cache-{p}"))
+                };
+                config(&format!("fleet-{shared}-{p}.yml"), &cache)
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let before = mock.requests();
+        let started = Instant::now();
+        let children: Vec<_> = (0..PROCESSES).map(|p| spawn(&configs[p], &inputs[p])).collect::<anyhow::Result<_>>()?;
+        for mut child in children {
+            ensure!(child.wait()?.success(), "a fleet process failed");
+        }
+        let wall = started.elapsed();
+        let requests = mock.requests() - before;
+        let before_fifth = mock.requests();
+        ensure!(spawn(&configs[PROCESSES], &inputs[PROCESSES])?.wait()?.success(), "the fifth process failed");
+        let fifth = mock.requests() - before_fifth;
+        let label = if shared { "one shared Redis" } else { "a SQLite cache each" };
+        println!(
+            "  {label:<20} requests {requests:>6} ({:.2} per address; limit with Redis 1.10)   wall {:>6.2} s   a fifth process then sends {fifth}",
+            requests as f64 / DISTINCT as f64,
+            wall.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// A `redis-server` for the fleet figure, killed when dropped.
+struct BenchRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl BenchRedis {
+    fn start(work: &Path) -> anyhow::Result<BenchRedis> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(work)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start redis-server (apt-get install redis-server)")?;
+        let redis = BenchRedis { child, port };
+        let until = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            ensure!(Instant::now() < until, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for BenchRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn scratch_dir() -> anyhow::Result<PathBuf> {

@@ -30,6 +30,19 @@ pub struct Report {
     pub token_days_left: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// The persistent cache, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheStatus>,
+}
+
+/// Where the cache is and whether it answers. A cache that does not
+/// answer is reported, not failed: lookups go on without it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheStatus {
+    pub store: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// Why the API did not answer: a class an operator can act on, and the
@@ -81,6 +94,7 @@ pub async fn run(assembled: &Assembled) -> Report {
         license: None,
         token_days_left: None,
         failure: None,
+        cache: None,
     };
     match assembled.engine.probe().await {
         Ok(probe) => {
@@ -94,6 +108,14 @@ pub async fn run(assembled: &Assembled) -> Report {
             report.license = probe.license;
         }
         Err(e) => report.failure = Some(classify(&e)),
+    }
+    if report.license.is_none() {
+        // The figures another process sharing the cache last saw.
+        report.license = assembled.engine.shared_license().await;
+        report.token_days_left = report.license.as_ref().and_then(|l| l.token_days_left(SystemTime::now()));
+    }
+    if let Some((store, status)) = assembled.engine.cache_status().await {
+        report.cache = Some(CacheStatus { store, ok: status.is_ok(), problem: status.err() });
     }
     report
 }
@@ -138,6 +160,12 @@ fn text(r: &Report) -> String {
             }
             (Some(date), None) => lines.push(format!("token     TokenExpirationDate {date}")),
             (None, _) => lines.push("token     no expiry (no token, or none reported)".to_owned()),
+        }
+    }
+    if let Some(c) = &r.cache {
+        match &c.problem {
+            None => lines.push(format!("cache     {}", c.store)),
+            Some(p) => lines.push(format!("cache     {}: not answering ({p}); lookups go on without it", c.store)),
         }
     }
     lines.join("\n")

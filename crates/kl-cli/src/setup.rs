@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use kl_core::backend::ReplayBackend;
-use kl_core::store::{SqliteStore, Store};
+use kl_core::store::{RedisStore, SqliteStore, Store};
 use kl_core::{CacheSetting, Config, Engine, EngineOptions};
 use kl_model::Portal;
 use kl_schema::Ecs;
@@ -120,6 +120,7 @@ pub fn engine(config: &Config, setup: EngineSetup) -> anyhow::Result<Assembled> 
     let store: Option<Arc<dyn Store>> = match &config.cache {
         CacheSetting::Off => None,
         CacheSetting::Path(dir) => Some(Arc::new(SqliteStore::open(dir))),
+        CacheSetting::Redis(redis) => Some(Arc::new(RedisStore::open(redis))),
         CacheSetting::Default => setup.default_cache_dir.map(|dir| Arc::new(SqliteStore::open(&dir)) as Arc<dyn Store>),
     };
     let opts = EngineOptions {

@@ -15,6 +15,7 @@
 //! its key and never shows a secret.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,6 +79,31 @@ pub enum CacheSetting {
     Off,
     /// An explicit folder.
     Path(PathBuf),
+    /// A Redis server shared by processes (`KL_CACHE_URL`).
+    Redis(RedisSetting),
+}
+
+/// `KL_CACHE_URL` and its companions. `Debug` shows the URL redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSetting {
+    /// The URL as given, password and all.
+    pub(crate) url: Secret,
+    /// `KL_CACHE_PASSWORD`, which wins over a password in the URL.
+    pub(crate) password: Option<Secret>,
+    /// The URL with any password replaced, for messages.
+    pub shown: String,
+    /// What every key starts with (`KL_CACHE_KEY_PREFIX`).
+    pub key_prefix: String,
+}
+
+impl fmt::Debug for RedisSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSetting")
+            .field("url", &self.shown)
+            .field("password", &self.password)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
 }
 
 /// A loaded, checked configuration. `Debug` shows no secret.
@@ -444,6 +470,39 @@ impl Raw {
         Ok(Credentials::Basic { username: user.to_owned(), password })
     }
 
+    /// `KL_CACHE_URL`: `redis://` or `rediss://`, a host, a numeric
+    /// database; shown redacted in every message.
+    fn redis(&self) -> Result<Option<RedisSetting>, ConfigError> {
+        let Some(url) = self.secret(&keys::CACHE_URL)? else {
+            if self.get(&keys::CACHE_PASSWORD).is_some() {
+                return Err(ConfigError::new(
+                    keys::CACHE_PASSWORD.name,
+                    format!("set without {}", keys::CACHE_URL.name),
+                ));
+            }
+            return Ok(None);
+        };
+        let key = keys::CACHE_URL.name;
+        let shown = redact_userinfo(url.expose());
+        // Unparsed, the value is not echoed: where a password sits in it is
+        // unknown.
+        let parsed = Url::parse(url.expose()).map_err(|e| {
+            ConfigError::new(key, format!("not a valid URL ({e}); expected redis://[:password@]host:port/db"))
+        })?;
+        if !matches!(parsed.scheme(), "redis" | "rediss") {
+            return Err(ConfigError::new(key, format!("must start with redis:// or rediss:// (TLS): {shown:?}")));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(ConfigError::new(key, format!("names no host: {shown:?}")));
+        }
+        let db = parsed.path().trim_start_matches('/');
+        if !db.is_empty() && db.parse::<u16>().is_err() {
+            return Err(ConfigError::new(key, format!("the path must be a database number, such as /0: {shown:?}")));
+        }
+        let key_prefix = self.get(&keys::CACHE_KEY_PREFIX).unwrap_or("kl:").to_owned();
+        Ok(Some(RedisSetting { url, password: self.secret(&keys::CACHE_PASSWORD)?, shown, key_prefix }))
+    }
+
     fn check(self, env: &impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let backend = self.backend()?;
         let (credentials, default_url) = match backend {
@@ -457,10 +516,23 @@ impl Raw {
             Credentials::Token(_) | Credentials::OpenTipKey(_) => None,
         };
         let ca_cert_path = self.path(&keys::CA_CERT_PATH, env)?;
-        let cache = match self.get(&keys::CACHE_PATH) {
-            None => CacheSetting::Default,
-            Some(v) if v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("false") => CacheSetting::Off,
-            Some(_) => CacheSetting::Path(self.path(&keys::CACHE_PATH, env)?.unwrap_or_default()),
+        let cache = match (self.get(&keys::CACHE_PATH), self.redis()?) {
+            (Some(_), Some(redis)) => {
+                return Err(ConfigError::new(
+                    keys::CACHE_URL.name,
+                    format!(
+                        "{} is set too; choose one: {} for a Redis cache shared by processes ({}), or {} for a local one",
+                        keys::CACHE_PATH.name,
+                        keys::CACHE_URL.name,
+                        redis.shown,
+                        keys::CACHE_PATH.name
+                    ),
+                ));
+            }
+            (None, Some(redis)) => CacheSetting::Redis(redis),
+            (None, None) => CacheSetting::Default,
+            (Some(v), None) if v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("false") => CacheSetting::Off,
+            (Some(_), None) => CacheSetting::Path(self.path(&keys::CACHE_PATH, env)?.unwrap_or_default()),
         };
         let ecs_threat_zones = match self.get(&keys::ECS_THREAT_ZONES) {
             None => vec![Zone::Red, Zone::Orange, Zone::Yellow],
@@ -710,6 +782,42 @@ mod tests {
         assert_eq!(c.ecs_threat_zones, vec![Zone::Red, Zone::Orange]);
         let e = load("lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n  KL_ECS_THREAT_ZONES: Red,Purple\n").unwrap_err();
         assert_eq!(e.key, Some("KL_ECS_THREAT_ZONES"));
+    }
+
+    #[test]
+    fn a_redis_url_selects_redis_and_is_never_shown_with_its_password() {
+        let base = "lookup_plugin:\n  KASPERSKY_API_TOKEN: a\n";
+        let c = load(&format!("{base}  KL_CACHE_URL: redis://:Pa55word@cache.internal:6380/2\n")).unwrap();
+        let CacheSetting::Redis(r) = &c.cache else { panic!("{:?}", c.cache) };
+        assert_eq!(r.shown, "redis://[redacted]@cache.internal:6380/2");
+        assert_eq!(r.key_prefix, "kl:");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("Pa55word") && debug.contains("[redacted]@cache.internal"), "{debug}");
+
+        let c = load(&format!(
+            "{base}  KL_CACHE_URL: rediss://cache.internal\n  KL_CACHE_PASSWORD: Other-pw\n  KL_CACHE_KEY_PREFIX: 'siem1:'\n"
+        ))
+        .unwrap();
+        let CacheSetting::Redis(r) = &c.cache else { panic!("{:?}", c.cache) };
+        assert_eq!(r.key_prefix, "siem1:");
+        assert!(r.password.is_some() && !format!("{c:?}").contains("Other-pw"));
+
+        for (extra, key, words) in [
+            (
+                "  KL_CACHE_URL: redis://:Pa55word@h/0\n  KL_CACHE_PATH: /tmp/c\n",
+                "KL_CACHE_URL",
+                "KL_CACHE_PATH is set too",
+            ),
+            ("  KL_CACHE_URL: http://:Pa55word@h/0\n", "KL_CACHE_URL", "redis:// or rediss://"),
+            ("  KL_CACHE_URL: redis://:Pa55word@h/zero\n", "KL_CACHE_URL", "database number"),
+            ("  KL_CACHE_URL: not a url Pa55word\n", "KL_CACHE_URL", "not a valid URL"),
+            ("  KL_CACHE_PASSWORD: Pa55word\n", "KL_CACHE_PASSWORD", "without KL_CACHE_URL"),
+        ] {
+            let e = load(&format!("{base}{extra}")).unwrap_err();
+            assert_eq!(e.key, Some(key), "{extra}");
+            let text = e.to_string();
+            assert!(text.contains(words) && !text.contains("Pa55word"), "{text}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::backend::{Backend, BackendInfo, FailureKind, Fetched, License};
 use crate::config::Config;
 use crate::error::Error;
 use crate::memo::{Key, Memo};
-use crate::store::{self, Store};
+use crate::store::{self, Claim, Store};
 
 /// Tuning of the engine. [`EngineOptions::from_config`] gives the configured values.
 #[derive(Debug, Clone)]
@@ -364,8 +364,21 @@ impl Engine {
         let inner = &self.inner;
         let (function, indicator) = key;
         let store_key = inner.opts.store.as_ref().map(|_| store::key(&inner.scope, *function, indicator));
+        let mut holding = false;
         if let (Some(store), Some(k)) = (&inner.opts.store, &store_key) {
-            if let Some(answer) = store.get(k).await {
+            let found = match store.get(k).await {
+                Some(answer) => Some(answer),
+                // Another process may be asking for it right now.
+                None => match store.claim(k).await {
+                    Claim::Answered(answer) => Some(answer),
+                    Claim::Mine => {
+                        holding = true;
+                        None
+                    }
+                    Claim::Ask => None,
+                },
+            };
+            if let Some(answer) = found {
                 Counters::bump(&inner.counters.cache_hits);
                 let ttl = self.ttl_of(&answer);
                 let outcome = Outcome::from(answer);
@@ -373,7 +386,8 @@ impl Engine {
                 return outcome;
             }
         }
-        match self.fetch_with_retries(*function, indicator).await {
+        let fetched = self.fetch_with_retries(*function, indicator).await;
+        let outcome = match fetched {
             Ok(fetched) => {
                 if let Some(license) = fetched.license {
                     self.note_license(license);
@@ -387,7 +401,11 @@ impl Engine {
                 outcome
             }
             Err(reason) => Outcome::Failed(reason),
+        };
+        if let (true, Some(store), Some(k)) = (holding, &inner.opts.store, &store_key) {
+            store.release(k);
         }
+        outcome
     }
 
     /// Data lives for the data lifetime; "no data" for the Grey one.
@@ -508,6 +526,9 @@ impl Engine {
                 tracing::warn!("{used} of the day's {quota} requests are used (90% or more)");
             }
         }
+        if let Some(store) = &self.inner.opts.store {
+            store.put_license(&self.inner.scope, &license);
+        }
         *self.inner.license.lock().unwrap_or_else(|p| p.into_inner()) = Some(license);
     }
 
@@ -546,10 +567,35 @@ impl Engine {
         out.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Failed("internal error".to_owned()))).collect()
     }
 
-    /// Waits until every answer received is in the persistent store.
+    /// Waits until every answer received is in the persistent store. A
+    /// run that sent nothing takes the account figures another process
+    /// sharing the store last saw, so its summary shows the fleet's quota.
     pub async fn flush(&self) {
         if let Some(store) = &self.inner.opts.store {
             store.flush().await;
+            if self.license().is_none() {
+                let shared = store.license(&self.inner.scope).await;
+                let mut mine = self.inner.license.lock().unwrap_or_else(|p| p.into_inner());
+                if mine.is_none() {
+                    *mine = shared;
+                }
+            }
+        }
+    }
+
+    /// The persistent store, described, and whether it answers now.
+    pub async fn cache_status(&self) -> Option<(String, Result<(), String>)> {
+        let store = self.inner.opts.store.as_ref()?;
+        Some((store.describe(), store.ping().await))
+    }
+
+    /// The account figures this process saw, else those another process
+    /// sharing the store recorded.
+    pub async fn shared_license(&self) -> Option<License> {
+        match (self.license(), &self.inner.opts.store) {
+            (Some(l), _) => Some(l),
+            (None, Some(store)) => store.license(&self.inner.scope).await,
+            (None, None) => None,
         }
     }
 }

@@ -23,7 +23,7 @@ mod tls;
 pub use backend::{Backend, BackendInfo, FailureKind, Fetched, License, LookupFailure};
 pub use config::{
     BackendKind, CacheSetting, Config, ConfigError, Credentials, DEFAULT_API_URL, DEFAULT_OPENTIP_URL, HttpSettings,
-    redact_userinfo,
+    RedisSetting, redact_userinfo,
 };
 pub use engine::{Engine, EngineOptions, Pending, Probe, Stats, TOKEN_WARNING_DAYS, Waiting};
 pub use error::{Error, TransportCause};

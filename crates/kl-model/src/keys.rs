@@ -225,8 +225,23 @@ key!(
     "KL_CACHE_PATH",
     Kind::Folder,
     Some("`cache/` beside the config file (kl-dnif), `$XDG_CACHE_HOME/kl` or `~/.cache/kl` (kl-generic-json)"),
-    "the persistent lookup cache, a folder; `off` disables it"
+    "the persistent lookup cache, a folder (SQLite); `off` disables it; excludes `KL_CACHE_URL`"
 );
+key!(
+    CACHE_URL,
+    "KL_CACHE_URL",
+    Kind::Secret,
+    None,
+    "`redis://[:password@]host:port/db` or `rediss://…`: a Redis cache shared by processes and hosts, instead of `KL_CACHE_PATH`"
+);
+key!(
+    CACHE_PASSWORD,
+    "KL_CACHE_PASSWORD",
+    Kind::Secret,
+    None,
+    "the Redis password, if not in `KL_CACHE_URL` (best set in the environment)"
+);
+key!(CACHE_KEY_PREFIX, "KL_CACHE_KEY_PREFIX", Kind::Text, Some("`kl:`"), "what every Redis key kl writes starts with");
 key!(
     CACHE_TTL,
     "KL_CACHE_TTL_SECS",
@@ -310,6 +325,9 @@ pub const ALL: &[Key] = &[
     LOG_FILE,
     MEMO_BYTES,
     CACHE_PATH,
+    CACHE_URL,
+    CACHE_PASSWORD,
+    CACHE_KEY_PREFIX,
     CACHE_TTL,
     CACHE_GREY_TTL,
     HTTP_LISTEN,

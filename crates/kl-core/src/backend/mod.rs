@@ -42,7 +42,7 @@ impl From<Answer> for Fetched {
 }
 
 /// `LicenseInfo`: the account's access type, quota use and token expiry.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct License {
     pub access_type: Option<String>,
     pub day_requests: Option<u64>,

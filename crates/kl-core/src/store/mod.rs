@@ -1,13 +1,17 @@
 //! The persistent cache of answers, behind one interface.
 //!
 //! - [`sqlite`]: an embedded database in a folder, shared by the processes
-//!   of one host (the default).
+//!   of one host (the default);
+//! - [`redis`]: a Redis server, shared by processes on many hosts, which
+//!   also lets one process ask the API for a new indicator while the
+//!   others wait for its answer, and shares the account's quota figures.
 //!
 //! A store keeps raw answers (the sections, not fields), so a corrected
 //! field mapping applies to stored answers too. Failures are never stored.
 //! A store must never stop a lookup: whatever goes wrong with it is logged
 //! once and the lookup goes on without it.
 
+pub(crate) mod redis;
 pub(crate) mod sqlite;
 
 use std::fmt;
@@ -16,7 +20,23 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kl_model::{Answer, Function, Indicator};
 
+pub use self::redis::RedisStore;
 pub use sqlite::{CACHE_FILE, SqliteStore, xdg_cache_dir};
+
+use crate::backend::License;
+
+/// What to do about a key that missed, when other processes share the
+/// store ([`Store::claim`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// Ask the API; nobody else is known to be asking.
+    Ask,
+    /// Ask the API: this process holds the key's lock, and must
+    /// [`Store::release`] it when done.
+    Mine,
+    /// Another process asked meanwhile; here is its answer.
+    Answered(Answer),
+}
 
 /// A persistent cache of answers.
 #[async_trait]
@@ -33,6 +53,31 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Where the store is, for people (never a password).
     fn describe(&self) -> String;
+
+    /// For a key that missed: whether this process should ask the API or
+    /// another one is already asking (then wait, briefly, for its answer).
+    /// A store of one host's processes never coordinates them.
+    async fn claim(&self, _key: &str) -> Claim {
+        Claim::Ask
+    }
+
+    /// Gives up the lock [`Claim::Mine`] took, after the answer is put (or
+    /// the lookup failed), so waiters see the answer or try themselves.
+    fn release(&self, _key: &str) {}
+
+    /// Records the account figures last seen under `scope`, for the other
+    /// processes' summaries. Returns at once, like [`Store::put`].
+    fn put_license(&self, _scope: &str, _license: &License) {}
+
+    /// The account figures another process last recorded under `scope`.
+    async fn license(&self, _scope: &str) -> Option<License> {
+        None
+    }
+
+    /// Whether the store answers now (for `check`); why not, if it does not.
+    async fn ping(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The key an answer is stored under: the backend's scope (name, endpoint,

@@ -149,3 +149,57 @@ async fn the_cache_key_holds_the_records_count() {
     }
     assert_eq!(sent, [1, 2, 2, 3], "a new count asks again; the same count is served from the cache");
 }
+
+/// kl-generic-json, built beside kl-dnif by `cargo test --workspace`.
+fn sibling_generic_json() -> Option<std::path::PathBuf> {
+    let path = Path::new(env!("CARGO_BIN_EXE_kl-dnif")).with_file_name("kl-generic-json");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true and {} is not built", path.display());
+    eprintln!("skipped: {} is not built (run cargo test --workspace)", path.display());
+    None
+}
+
+#[tokio::test]
+async fn what_kl_generic_json_put_in_redis_costs_kl_dnif_nothing() {
+    let Some(redis) = kl_testkit::redis::RedisServer::start(Some("dnif-REDIS-pw")) else { return };
+    let Some(generic) = sibling_generic_json() else { return };
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::path_regex(r"^/api/ip/"))
+        .respond_with(|req: &wiremock::Request| {
+            let ip = req.url.path().rsplit('/').next().unwrap_or_default().to_owned();
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"Zone": "Orange", "IpGeneralInfo": {"Ip": ip, "CountryCode": "NL"}}))
+        })
+        .mount(&server)
+        .await;
+    let (dir, cfg) = config_dir(&format!("{}/api", server.uri()), &format!("  KL_CACHE_URL: {}\n", redis.url()));
+    let ips: Vec<String> = (0..200).map(|i| format!("12.0.{}.{}", i / 100, i % 100 + 1)).collect();
+
+    let ndjson: String = ips.iter().map(|ip| format!("{}\n", json!({ "src": ip }))).collect();
+    let mut cmd = kl_testkit::command(
+        generic.to_str().unwrap(),
+        &["enrich", "--function", "auto", "--field", "src", "--config", cfg.to_str().unwrap()],
+    );
+    cmd.env("XDG_CACHE_HOME", dir.path().join("xdg"));
+    let out = kl_testkit::run_with_stdin(cmd, ndjson.as_bytes()).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(requests(&server).await, 200);
+
+    let batch = serde_json::to_vec(&ips.iter().map(|ip| json!({ "$SrcIP": ip })).collect::<Vec<_>>()).unwrap();
+    let out = run_kl_dnif(&["--config", cfg.to_str().unwrap(), "get_ip_report", "$SrcIP"], &batch, &[]).await;
+    let events = parse(&out);
+    assert_eq!(events.len(), 200);
+    for (event, ip) in events.iter().zip(&ips) {
+        assert_eq!(event["$SrcIP"], ip.as_str());
+        assert_eq!(event["$KLZone"], "Orange", "{event}");
+        assert_eq!(event["$KLCountryCode"], "NL", "{event}");
+    }
+    assert_eq!(requests(&server).await, 200, "kl-dnif sent nothing");
+    assert!(!dir_has_sqlite(dir.path()), "with KL_CACHE_URL, no SQLite cache is made");
+}
+
+fn dir_has_sqlite(dir: &Path) -> bool {
+    dir.join("cache").join(kl_core::store::CACHE_FILE).exists()
+}

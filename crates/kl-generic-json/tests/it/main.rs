@@ -9,6 +9,7 @@ mod hardening;
 mod longrun;
 mod opentip;
 mod recipes;
+mod shared_cache;
 mod styles;
 
 pub(crate) fn bin() -> &'static str {
