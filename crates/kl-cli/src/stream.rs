@@ -215,6 +215,8 @@ struct Shared {
     assembled: Assembled,
     settings: Settings,
     counters: Counters,
+    /// Each field's part of [`rendering_key`], hashed once for the stream.
+    field_keys: Vec<u64>,
 }
 
 /// One line's output (or a piece of an over-long line): ready now, or once
@@ -300,7 +302,8 @@ where
     let budget_bytes = BYTE_BUDGET.max(2 * settings.max_line);
     let budget = Arc::new(Semaphore::new(budget_bytes));
     let progress = settings.progress.then(progress_bar);
-    let shared = Arc::new(Shared { assembled, settings, counters: Counters::default() });
+    let field_keys = field_keys(&settings);
+    let shared = Arc::new(Shared { assembled, settings, counters: Counters::default(), field_keys });
     let writer = tokio::spawn(write_lines(rx, output, progress.clone(), shared.clone()));
 
     let mut reader = Reader {
@@ -605,7 +608,7 @@ fn finish(
             // The common case, a line with one answer and nothing of ours
             // to replace: the answer's rendering for these settings, made
             // once and kept with the answer, spliced in.
-            let members = body.rendering(rendering_key(&shared.settings, ask), |_| {
+            let members = body.rendering(rendering_key(shared, ask), |_| {
                 let output = output(shared, done);
                 Arc::from(event::members(&output.members))
             });
@@ -645,16 +648,32 @@ fn clashes(s: &Settings, ask: &Ask, event: &RawEvent<'_>) -> bool {
 
 /// What a rendering of one answer depends on besides the answer: the
 /// style, where it goes, the function, and (ECS names the match) the
-/// indicator as written.
-fn rendering_key(s: &Settings, ask: &Ask) -> u64 {
+/// indicator as written. The settings' part is fixed for a stream and
+/// hashed once, in [`field_keys`]; a line hashes only what varies.
+fn rendering_key(shared: &Shared, ask: &Ask) -> u64 {
     use std::hash::{Hash, Hasher};
-    let field = &s.fields[ask.field];
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (s.style as u8, &s.target, field.path.as_str(), &field.target, ask.function.name()).hash(&mut h);
-    if s.style == Style::Ecs {
-        ask.raw.hash(&mut h);
+    // The field's key is a hash already: adding the function (one of
+    // seven) keeps distinct settings apart without hashing again.
+    let key = shared.field_keys[ask.field].wrapping_add(ask.function as u64);
+    if shared.settings.style != Style::Ecs {
+        return key;
     }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (key, &ask.raw).hash(&mut h);
     h.finish()
+}
+
+/// The settings' part of each field's [`rendering_key`].
+fn field_keys(s: &Settings) -> Vec<u64> {
+    use std::hash::{Hash, Hasher};
+    s.fields
+        .iter()
+        .map(|field| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (s.style as u8, &s.target, field.path.as_str(), &field.target).hash(&mut h);
+            h.finish()
+        })
+        .collect()
 }
 
 /// Reads up to and including the next newline into `buf`, but no more than
