@@ -51,11 +51,11 @@ fn grey() -> Vec<Field> {
 /// one field. When two rows would produce the same name (a WHOIS role called
 /// `Registrar` against `$KLRegistrarEmail`, say), the first one wins.
 pub fn flatten(function: Function, response: &Value) -> Vec<Field> {
-    let mut out = Vec::new();
-    let mut names = HashSet::new();
+    let mut out: Vec<Field> = Vec::new();
     for spec in table(function) {
         for field in apply(spec, response) {
-            if names.insert(field.name.clone()) {
+            // A few dozen fields at most: a scan costs less than hashing.
+            if !out.iter().any(|f| f.name == field.name) {
                 out.push(field);
             }
         }
