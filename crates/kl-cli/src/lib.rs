@@ -19,8 +19,3 @@ pub mod lookup;
 pub mod setup;
 pub mod signals;
 pub mod stream;
-
-/// Every kl binary links this crate, so this is their allocator (see the
-/// workspace manifest for why).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -33,7 +33,7 @@ struct Entry {
 /// entry structs, the LRU list node and hash table slot, and the
 /// allocator's. Measured with `cargo xtask bench --only memo`
 /// (docs/performance.md), which this keeps the budget honest to.
-pub(crate) const ENTRY_OVERHEAD: u64 = 480;
+pub(crate) const ENTRY_OVERHEAD: u64 = 300;
 
 /// An entry's weight: its indicator, its answer's text, room for one
 /// rendering of it (see `Body::rendering`, about as long), and overhead.
