@@ -377,3 +377,21 @@ pub async fn wait_within(mut child: tokio::process::Child, limit: Duration) -> (
         }
     }
 }
+
+/// A mock TIP on which the lookup of `ip` stalls for `delay` while every
+/// other address answers Green at once: for tests of what a stalled
+/// lookup must not hold up.
+pub async fn mock_with_a_stalled_ip(ip: &str, delay: std::time::Duration) -> wiremock::MockServer {
+    use wiremock::matchers::{any, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(path(format!("/api/ip/{ip}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"Zone": "Red"})).set_delay(delay))
+        .mount(&server)
+        .await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"Zone": "Green"})))
+        .mount(&server)
+        .await;
+    server
+}

@@ -204,17 +204,7 @@ async fn any_valid_event_passes_byte_for_byte_with_fields_added() {
 /// open then get $KLError, every event is written, and the exit is 0.
 #[tokio::test]
 async fn sigterm_finishes_the_batch_within_the_drain_time() {
-    let server = MockServer::start().await;
-    Mock::given(path("/api/ip/2.2.2.2"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"Zone": "Red"})).set_delay(Duration::from_secs(120)),
-        )
-        .mount(&server)
-        .await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"Zone": "Green"})))
-        .mount(&server)
-        .await;
+    let server = kl_testkit::mock_with_a_stalled_ip("2.2.2.2", Duration::from_secs(120)).await;
     let (_dir, cfg) = config_dir(
         &format!("{}/api", server.uri()),
         "  KL_DRAIN_SECS: 1\n  KL_TIMEOUT_SECS: 300\n  KL_CACHE_PATH: off\n",

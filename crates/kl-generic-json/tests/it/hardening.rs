@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use wiremock::matchers::{any, path};
+use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::*;
@@ -92,17 +92,7 @@ async fn a_closed_output_stops_the_run_with_status_3_and_says_what_was_lost() {
 
 #[tokio::test]
 async fn lines_before_a_stalled_lookup_are_written_without_waiting_for_it() {
-    let server = MockServer::start().await;
-    Mock::given(path("/api/ip/2.2.2.2"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"Zone": "Red"})).set_delay(Duration::from_secs(60)),
-        )
-        .mount(&server)
-        .await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"Zone": "Green"})))
-        .mount(&server)
-        .await;
+    let server = kl_testkit::mock_with_a_stalled_ip("2.2.2.2", Duration::from_secs(60)).await;
     let (_d, cfg) = config(&format!("{}/api", server.uri()), "  KL_CACHE_PATH: off\n  KL_TIMEOUT_SECS: 120\n");
     let mut child = command(&["enrich", "--function", "get_ip_report", "--field", "ip", "--config", &cfg, "--quiet"])
         .spawn()

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use wiremock::matchers::{any, path_regex};
+use wiremock::matchers::path_regex;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::*;
@@ -67,17 +67,7 @@ async fn after_sigterm_with_stdin_open_every_answer_is_in_the_cache() {
 
 #[tokio::test]
 async fn a_signal_drains_stalled_lookups_within_the_drain_time_and_writes_every_line() {
-    let server = MockServer::start().await;
-    Mock::given(path_regex("^/api/ip/2.2.2.2$"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(json!({"Zone": "Red"})).set_delay(Duration::from_secs(120)),
-        )
-        .mount(&server)
-        .await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"Zone": "Green"})))
-        .mount(&server)
-        .await;
+    let server = kl_testkit::mock_with_a_stalled_ip("2.2.2.2", Duration::from_secs(120)).await;
     let (_d, cfg) =
         config(&format!("{}/api", server.uri()), "  KL_CACHE_PATH: off\n  KL_DRAIN_SECS: 1\n  KL_TIMEOUT_SECS: 300\n");
     let args: Vec<&str> = ENRICH.iter().copied().chain(["--config", &cfg]).collect();
