@@ -395,3 +395,31 @@ pub async fn mock_with_a_stalled_ip(ip: &str, delay: std::time::Duration) -> wir
         .await;
     server
 }
+
+/// The workspace's `fixtures/` folder.
+pub fn fixtures_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+/// A mock TIP serving every recorded answer of `fixtures/responses/` at
+/// its API path (each mock named `kind/indicator`), and 404 for anything
+/// not recorded.
+pub async fn fixture_server() -> wiremock::MockServer {
+    use wiremock::matchers::{any, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    for kind in ["ip", "domain", "url", "hash"] {
+        for entry in std::fs::read_dir(fixtures_dir().join("responses").join(kind)).unwrap() {
+            let p = entry.unwrap().path();
+            let stem = p.file_stem().unwrap().to_str().unwrap().to_owned();
+            let body: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            Mock::given(path(format!("/api/{kind}/{stem}")))
+                .respond_with(ResponseTemplate::new(200).set_body_json(body))
+                .named(format!("{kind}/{stem}"))
+                .mount(&server)
+                .await;
+        }
+    }
+    Mock::given(any()).respond_with(ResponseTemplate::new(404)).named("not recorded").mount(&server).await;
+    server
+}

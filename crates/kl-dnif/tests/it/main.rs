@@ -1,12 +1,11 @@
 //! kl-dnif driven as DNIF drives it: a JSON array on stdin, the enriched
 //! array on stdout, against a wiremock TIP.
 
+pub(crate) use kl_testkit::fixture_server;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use serde_json::{Value, json};
-use wiremock::matchers::{any, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 mod cache;
 mod contract;
@@ -36,26 +35,6 @@ pub(crate) fn config_dir(url: &str, extra: &str) -> (tempfile::TempDir, PathBuf)
 
 pub(crate) fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-/// Serves every fixture response at its API path, each at most once per
-/// function's sections, and fails on anything else.
-pub(crate) async fn fixture_server() -> MockServer {
-    let server = MockServer::start().await;
-    for kind in ["ip", "domain", "url", "hash"] {
-        for entry in std::fs::read_dir(fixtures().join("responses").join(kind)).unwrap() {
-            let p = entry.unwrap().path();
-            let stem = p.file_stem().unwrap().to_str().unwrap().to_owned();
-            let body: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-            Mock::given(path(format!("/api/{kind}/{stem}")))
-                .respond_with(ResponseTemplate::new(200).set_body_json(body))
-                .named(format!("{kind}/{stem}"))
-                .mount(&server)
-                .await;
-        }
-    }
-    Mock::given(any()).respond_with(ResponseTemplate::new(404)).named("not recorded").mount(&server).await;
-    server
 }
 
 pub(crate) fn parse(out: &Output) -> Vec<Value> {

@@ -1,12 +1,13 @@
 //! kl-http as a pipeline calls it: the release contract, against local mocks.
 
+pub(crate) use kl_testkit::fixture_server;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use wiremock::matchers::{any, path, path_regex};
+use wiremock::matchers::{any, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 mod recipes;
@@ -107,23 +108,6 @@ async fn ip_server(delay: Duration) -> MockServer {
 
 fn fixtures() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/responses")
-}
-
-/// Serves the recorded answers at their API paths.
-pub(crate) async fn fixture_server() -> MockServer {
-    let server = MockServer::start().await;
-    for kind in ["ip", "domain", "url", "hash"] {
-        for entry in std::fs::read_dir(fixtures().join(kind)).unwrap() {
-            let p = entry.unwrap().path();
-            let stem = p.file_stem().unwrap().to_str().unwrap().to_owned();
-            let body: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-            Mock::given(path(format!("/api/{kind}/{stem}")))
-                .respond_with(ResponseTemplate::new(200).set_body_json(body))
-                .mount(&server)
-                .await;
-        }
-    }
-    server
 }
 
 #[tokio::test]

@@ -7,9 +7,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
 use wiremock::matchers::{any, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use kl_testkit::fixture_server;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -81,23 +82,6 @@ fn splunk_lookup(app: &Path, name: &str, rows: &[&str]) -> (Vec<Vec<String>>, St
         .map(|r| r.unwrap().iter().map(str::to_owned).collect())
         .collect();
     (records, String::from_utf8_lossy(&out.stderr).into_owned(), fields)
-}
-
-async fn fixture_server() -> MockServer {
-    let server = MockServer::start().await;
-    for kind in ["ip", "domain", "url", "hash"] {
-        for entry in std::fs::read_dir(root().join("fixtures/responses").join(kind)).unwrap() {
-            let p = entry.unwrap().path();
-            let stem = p.file_stem().unwrap().to_str().unwrap().to_owned();
-            let body: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-            Mock::given(path(format!("/api/{kind}/{stem}")))
-                .respond_with(ResponseTemplate::new(200).set_body_json(body))
-                .mount(&server)
-                .await;
-        }
-    }
-    Mock::given(any()).respond_with(ResponseTemplate::new(404)).mount(&server).await;
-    server
 }
 
 #[tokio::test]
