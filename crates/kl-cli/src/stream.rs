@@ -608,11 +608,16 @@ fn finish(
             // The common case, a line with one answer and nothing of ours
             // to replace: the answer's rendering for these settings, made
             // once and kept with the answer, spliced in.
-            let members = body.rendering(rendering_key(shared, ask), |_| {
-                let output = output(shared, done);
-                Arc::from(event::members(&output.members))
+            let mut made = false;
+            let bytes = event::splice_with(&line[..content], event, 0, |out| {
+                made = body
+                    .render_into(rendering_key(shared, ask), out, |_| event::members(&output(shared, done).members));
             });
-            event::splice(&line[..content], event, &members)
+            if made {
+                // The memo weighs what the answer now holds.
+                shared.assembled.engine.reweigh(ask.function, &ask.raw);
+            }
+            bytes
         }
         _ => event::apply(&line[..content], event, &output(shared, done)),
     };

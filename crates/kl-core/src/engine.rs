@@ -252,6 +252,14 @@ impl Engine {
         self.inner.memo.usage()
     }
 
+    /// Tells the memo that the answer it holds for this lookup has grown (a
+    /// rendering was made and kept with it), so it is weighed again.
+    pub fn reweigh(&self, function: Function, raw: &str) {
+        if let Ok(indicator) = Indicator::parse(function.object(), raw) {
+            self.inner.memo.reweigh(&(function, indicator));
+        }
+    }
+
     /// Stops waiting `after` from now (unless a deadline comes sooner):
     /// lookups still open then end with `reason`. For a shutdown's drain.
     pub fn set_deadline(&self, after: Duration, reason: &str) {

@@ -29,17 +29,18 @@ struct Entry {
     weight: u64,
 }
 
-/// What one entry costs besides its indicator and answer text: the key and
-/// entry structs, the LRU list node and hash table slot, and the
-/// allocator's. Measured with `cargo xtask bench --only memo`
+/// What one entry costs besides its indicator and the bytes its answer
+/// holds: the key and entry structs, the LRU list node and hash table
+/// slot, the answer's shared part, and the allocator's. Measured with `cargo xtask bench --only memo`
 /// (docs/performance.md), which this keeps the budget honest to.
 pub(crate) const ENTRY_OVERHEAD: u64 = 300;
 
-/// An entry's weight: its indicator, its answer's text, room for one
-/// rendering of it (see `Body::rendering`, about as long), and overhead.
+/// An entry's weight: its indicator, what its answer holds (the packed
+/// text, and a rendering once one is made: see [`Memo::reweigh`]), and
+/// overhead.
 fn weight(key: &Key, outcome: &Outcome) -> u64 {
     let body = match outcome {
-        Outcome::Data(b) => 2 * b.len(),
+        Outcome::Data(b) => b.held(),
         _ => 0,
     };
     (key.1.as_str().len() + body) as u64 + ENTRY_OVERHEAD
@@ -56,6 +57,16 @@ impl Lru {
     fn remove(&mut self, key: &Key) {
         if let Some(e) = self.map.pop(key) {
             self.weight -= e.weight;
+        }
+    }
+
+    /// Evicts the least recently used entries while over `budget`.
+    fn shrink_to(&mut self, budget: u64) {
+        while self.weight > budget {
+            match self.map.pop_lru() {
+                Some((_, e)) => self.weight -= e.weight,
+                None => break,
+            }
         }
     }
 }
@@ -105,12 +116,18 @@ impl Memo {
         let entry = Entry { outcome: outcome.clone(), expires_at: Instant::now() + ttl, weight };
         lru.map.put(key, entry);
         lru.weight += weight;
-        while lru.weight > self.budget {
-            match lru.map.pop_lru() {
-                Some((_, e)) => lru.weight -= e.weight,
-                None => break,
-            }
-        }
+        lru.shrink_to(self.budget);
+    }
+
+    /// Weighs an entry again, after its answer grew a rendering, so that
+    /// what renderings hold counts against the budget too.
+    pub(crate) fn reweigh(&self, key: &Key) {
+        let Some(mut lru) = self.lock() else { return };
+        let Some(entry) = lru.map.peek_mut(key) else { return };
+        let (old, new) = (entry.weight, weight(key, &entry.outcome));
+        entry.weight = new;
+        lru.weight = lru.weight - old + new;
+        lru.shrink_to(self.budget);
     }
 
     /// Answers held, and the bytes they are weighed at.
@@ -190,6 +207,41 @@ mod tests {
         assert_eq!(count, 1);
         assert!(small < big);
         assert_eq!(small, weight(&key("8.8.8.8"), &Outcome::NotFound));
+    }
+
+    #[test]
+    fn a_rendering_counts_once_the_entry_is_reweighed() {
+        let memo = Memo::new(1 << 20);
+        let answer = data(1000);
+        memo.insert(key("8.8.8.8"), &answer, Duration::from_secs(60));
+        let before = memo.usage().1;
+        let Outcome::Data(body) = &answer else { unreachable!() };
+        // Bytes that do not compress, so the rendering holds about 5,000
+        // (other noise first, in case it becomes the dictionary).
+        let noise = |mut x: u32| -> Vec<u8> {
+            (0..5000)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (x >> 16) as u8
+                })
+                .collect()
+        };
+        if let Outcome::Data(other) = data(20) {
+            other.render_into(1, &mut Vec::new(), |_| noise(7));
+        }
+        let held_before = body.held();
+        assert!(body.render_into(1, &mut Vec::new(), |_| noise(1)));
+        memo.reweigh(&key("8.8.8.8"));
+        let grown = body.held() - held_before;
+        assert!(grown >= 5000, "{grown}");
+        assert_eq!(memo.usage().1, before + grown as u64);
+        // A rendering that no longer fits the budget pushes older answers out.
+        let small = Memo::new(before + 4000);
+        small.insert(key("8.8.4.4"), &Outcome::NotFound, Duration::from_secs(60));
+        small.insert(key("8.8.8.8"), &answer, Duration::from_secs(60));
+        small.reweigh(&key("8.8.8.8"));
+        assert!(small.usage().1 <= before + 4000);
+        assert_eq!(small.get(&key("8.8.8.8")), None, "an answer heavier than the budget is not kept");
     }
 
     #[test]

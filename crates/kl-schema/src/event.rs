@@ -190,13 +190,23 @@ pub fn members(additions: &Map<String, Value>) -> Vec<u8> {
 /// [`members`]) added before the closing brace, every other byte unchanged.
 /// The caller makes sure the event holds none of those keys.
 pub fn splice(original: &[u8], event: &RawEvent<'_>, members: &[u8]) -> Vec<u8> {
+    splice_with(original, event, members.len(), |out| out.extend_from_slice(members))
+}
+
+/// [`splice`], with the members appended by `write` (about `hint` bytes).
+pub fn splice_with(original: &[u8], event: &RawEvent<'_>, hint: usize, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let at = event.members.last().map_or(event.close, |m| m.span.end);
-    let mut out = Vec::with_capacity(original.len() + members.len() + 1);
+    let mut out = Vec::with_capacity(original.len() + hint + 1);
     out.extend_from_slice(&original[..at]);
-    if !event.members.is_empty() && !members.is_empty() {
+    let comma = !event.members.is_empty();
+    if comma {
         out.push(b',');
     }
-    out.extend_from_slice(members);
+    let before = out.len();
+    write(&mut out);
+    if comma && out.len() == before {
+        out.pop();
+    }
     out.extend_from_slice(&original[at..]);
     out
 }

@@ -6,6 +6,7 @@ use kl_model::{Function, Outcome, Zone};
 use serde_json::Value;
 
 use crate::table::{ERROR_FIELD, FieldSpec, Kind, ROLE_KEYS, SKIPPED_FIELD, ZONE_FIELD, table};
+use crate::tree::Node;
 
 /// One output field: its `$KL` name, its snake_case name, and its value.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -32,7 +33,13 @@ impl Field {
 pub fn render(function: Function, outcome: &Outcome) -> Vec<Field> {
     match outcome {
         Outcome::Data(body) => {
-            let fields = flatten(function, &body.value());
+            let text = body.text();
+            // The borrowed tree; a text it cannot read (none a body gives)
+            // goes the long way, through `serde_json`.
+            let fields = match Node::parse(&text) {
+                Some(tree) => flatten_any(function, &tree),
+                None => flatten(function, &body.value()),
+            };
             if fields.is_empty() { grey() } else { fields }
         }
         Outcome::NotFound => grey(),
@@ -51,6 +58,82 @@ fn grey() -> Vec<Field> {
 /// one field. When two rows would produce the same name (a WHOIS role called
 /// `Registrar` against `$KLRegistrarEmail`, say), the first one wins.
 pub fn flatten(function: Function, response: &Value) -> Vec<Field> {
+    flatten_any(function, response)
+}
+
+/// What the mapping reads of a JSON value: `serde_json::Value`, or the
+/// borrowed [`Node`] that answers are read into.
+trait Json: PartialEq + Sized {
+    /// The member `key` of an object (the last, if it repeats, as
+    /// `serde_json` keeps it); `None` for anything else.
+    fn get(&self, key: &str) -> Option<&Self>;
+    fn is_null(&self) -> bool;
+    fn is_object(&self) -> bool;
+    fn as_array(&self) -> Option<&[Self]>;
+    fn as_str(&self) -> Option<&str>;
+    /// A number or a boolean.
+    fn is_number_or_bool(&self) -> bool;
+    fn to_value(&self) -> Value;
+}
+
+impl Json for Value {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.as_object()?.get(key)
+    }
+    fn is_null(&self) -> bool {
+        Value::is_null(self)
+    }
+    fn is_object(&self) -> bool {
+        Value::is_object(self)
+    }
+    fn as_array(&self) -> Option<&[Value]> {
+        Value::as_array(self).map(Vec::as_slice)
+    }
+    fn as_str(&self) -> Option<&str> {
+        Value::as_str(self)
+    }
+    fn is_number_or_bool(&self) -> bool {
+        matches!(self, Value::Number(_) | Value::Bool(_))
+    }
+    fn to_value(&self) -> Value {
+        self.clone()
+    }
+}
+
+impl Json for Node<'_> {
+    fn get(&self, key: &str) -> Option<&Self> {
+        match self {
+            Node::Object(members) => members.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+    fn is_null(&self) -> bool {
+        matches!(self, Node::Null)
+    }
+    fn is_object(&self) -> bool {
+        matches!(self, Node::Object(_))
+    }
+    fn as_array(&self) -> Option<&[Self]> {
+        match self {
+            Node::Array(items) => Some(items),
+            _ => None,
+        }
+    }
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Node::String(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn is_number_or_bool(&self) -> bool {
+        matches!(self, Node::Number(_) | Node::Bool(_))
+    }
+    fn to_value(&self) -> Value {
+        Node::to_value(self)
+    }
+}
+
+fn flatten_any<J: Json>(function: Function, response: &J) -> Vec<Field> {
     let mut out: Vec<Field> = Vec::new();
     for spec in table(function) {
         for field in apply(spec, response) {
@@ -63,11 +146,11 @@ pub fn flatten(function: Function, response: &Value) -> Vec<Field> {
     out
 }
 
-fn apply(spec: &FieldSpec, root: &Value) -> Vec<Field> {
+fn apply<J: Json>(spec: &FieldSpec, root: &J) -> Vec<Field> {
     let single =
-        |v: Option<Value>| v.map(|v| Field::new(format!("$KL{}", spec.kl), spec.snake, v)).into_iter().collect();
+        |v: Option<Value>| v.map(|v| Field::new(concat(&["$KL", spec.kl]), spec.snake, v)).into_iter().collect();
     match spec.kind {
-        Kind::Scalar { path } => single(get(root, path).and_then(scalar)),
+        Kind::Scalar { path } => single(get(root, path).and_then(scalar).map(J::to_value)),
         Kind::Zone { path } => single(get(root, path).and_then(zone)),
         Kind::List { path, item } => single(list(root, path, item, false)),
         Kind::Union { path, item } => single(list(root, path, Some(item), true)),
@@ -91,69 +174,63 @@ fn apply(spec: &FieldSpec, root: &Value) -> Vec<Field> {
 }
 
 /// Walks object keys; anything that is not an object on the way gives `None`.
-fn get<'a>(root: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter().try_fold(root, |v, key| v.as_object()?.get(*key))
+fn get<'a, J: Json>(root: &'a J, path: &[&str]) -> Option<&'a J> {
+    path.iter().try_fold(root, |v, key| v.get(key))
 }
 
 /// A value worth a field: not null, not an empty string or list, not an object.
-fn scalar(v: &Value) -> Option<Value> {
-    match v {
-        Value::Null | Value::Object(_) => None,
-        Value::String(s) if s.is_empty() => None,
-        Value::Array(a) if a.is_empty() => None,
-        other => Some(other.clone()),
+fn scalar<J: Json>(v: &J) -> Option<&J> {
+    if v.is_null() || v.is_object() || v.as_str() == Some("") || v.as_array().is_some_and(<[J]>::is_empty) {
+        None
+    } else {
+        Some(v)
     }
 }
 
 /// A list element: a non-empty string, a number or a boolean.
-fn element(v: &Value) -> Option<Value> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(v.clone()),
-        Value::Number(_) | Value::Bool(_) => Some(v.clone()),
-        _ => None,
-    }
+fn element<J: Json>(v: &J) -> Option<&J> {
+    (v.as_str().is_some_and(|s| !s.is_empty()) || v.is_number_or_bool()).then_some(v)
 }
 
-fn zone(v: &Value) -> Option<Value> {
+fn zone<J: Json>(v: &J) -> Option<Value> {
     let s = v.as_str().filter(|s| !s.trim().is_empty())?;
     Some(Value::from(Zone::parse(s).as_str()))
 }
 
-fn range_end(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        _ => None,
-    }
+fn range_end<J: Json>(v: &J) -> Option<&str> {
+    v.as_str().filter(|s| !s.is_empty())
 }
 
-fn first_present<'a>(record: &'a Value, keys: &[&str]) -> Option<&'a Value> {
-    keys.iter().filter_map(|k| record.get(*k)).find(|v| !v.is_null())
+fn first_present<'a, J: Json>(record: &'a J, keys: &[&str]) -> Option<&'a J> {
+    keys.iter().filter_map(|k| record.get(k)).find(|v| !v.is_null())
 }
 
 /// The object records of the array at `path`; nothing when it is not an array.
-fn records<'a>(root: &'a Value, path: &[&str]) -> impl Iterator<Item = &'a Value> {
-    get(root, path).and_then(Value::as_array).into_iter().flatten().filter(|r| r.is_object())
+fn records<'a, J: Json>(root: &'a J, path: &[&str]) -> impl Iterator<Item = &'a J> {
+    get(root, path).and_then(J::as_array).into_iter().flatten().filter(|r| r.is_object())
 }
 
-fn push_unique(list: &mut Vec<Value>, v: Value) {
+fn push_unique<'a, J: Json>(list: &mut Vec<&'a J>, v: &'a J) {
     if !list.contains(&v) {
         list.push(v);
     }
 }
 
-fn list(root: &Value, path: &[&str], item: Option<&[&str]>, union: bool) -> Option<Value> {
+fn to_array<J: Json>(items: &[&J]) -> Value {
+    Value::Array(items.iter().map(|v| v.to_value()).collect())
+}
+
+fn list<J: Json>(root: &J, path: &[&str], item: Option<&[&str]>, union: bool) -> Option<Value> {
     let array = get(root, path)?.as_array()?;
     let mut out = Vec::new();
     for element_or_record in array {
         let v = match item {
             None => Some(element_or_record),
-            Some(keys) => element_or_record.as_object().and_then(|_| first_present(element_or_record, keys)),
+            Some(keys) => element_or_record.is_object().then(|| first_present(element_or_record, keys)).flatten(),
         };
-        match v {
-            Some(Value::Array(inner)) if union => {
-                inner.iter().filter_map(element).for_each(|e| push_unique(&mut out, e))
-            }
-            Some(v) => {
+        match v.map(|v| (v, v.as_array())) {
+            Some((_, Some(inner))) if union => inner.iter().filter_map(element).for_each(|e| push_unique(&mut out, e)),
+            Some((v, _)) => {
                 if let Some(e) = element(v) {
                     push_unique(&mut out, e);
                 }
@@ -161,13 +238,13 @@ fn list(root: &Value, path: &[&str], item: Option<&[&str]>, union: bool) -> Opti
             None => {}
         }
     }
-    (!out.is_empty()).then_some(Value::Array(out))
+    (!out.is_empty()).then(|| to_array(&out))
 }
 
-fn zone_family(spec: &FieldSpec, root: &Value, path: &[&str], item: &str) -> Vec<Field> {
-    let mut buckets: Vec<Vec<Value>> = vec![Vec::new(); Zone::KNOWN.len()];
+fn zone_family<J: Json>(spec: &FieldSpec, root: &J, path: &[&str], item: &str) -> Vec<Field> {
+    let mut buckets: Vec<Vec<&J>> = vec![Vec::new(); Zone::KNOWN.len()];
     for record in records(root, path) {
-        let Some(zone) = record.get("Zone").and_then(Value::as_str).map(Zone::parse) else {
+        let Some(zone) = record.get("Zone").and_then(J::as_str).map(Zone::parse) else {
             continue;
         };
         let Some(slot) = Zone::KNOWN.iter().position(|z| *z == zone) else {
@@ -183,19 +260,19 @@ fn zone_family(spec: &FieldSpec, root: &Value, path: &[&str], item: &str) -> Vec
         .filter(|(_, values)| !values.is_empty())
         .map(|(zone, values)| {
             Field::new(
-                format!("$KL{}{}", zone.as_str(), spec.kl),
+                concat(&["$KL", zone.as_str(), spec.kl]),
                 format!("{}_{}", zone.as_str().to_ascii_lowercase(), spec.snake),
-                Value::Array(values),
+                to_array(&values),
             )
         })
         .collect()
 }
 
-fn contacts(root: &Value, path: &[&str], attrs: &[&str]) -> Vec<Field> {
+fn contacts<J: Json>(root: &J, path: &[&str], attrs: &[&str]) -> Vec<Field> {
     let mut out = Vec::new();
     let mut roles = HashSet::new();
     for contact in records(root, path) {
-        let Some(words) = first_present(contact, ROLE_KEYS).and_then(Value::as_str).map(role_words) else {
+        let Some(words) = first_present(contact, ROLE_KEYS).and_then(J::as_str).map(role_words) else {
             continue;
         };
         if words.is_empty() {
@@ -207,11 +284,22 @@ fn contacts(root: &Value, path: &[&str], attrs: &[&str]) -> Vec<Field> {
         }
         let role_snake = words.iter().map(|w| w.to_ascii_lowercase()).collect::<Vec<_>>().join("_");
         for attr in attrs {
-            if let Some(v) = contact.get(*attr).and_then(scalar) {
-                out.push(Field::new(format!("$KL{role}{attr}"), format!("{role_snake}_{}", snake_case(attr)), v));
+            if let Some(v) = contact.get(attr).and_then(scalar) {
+                out.push(Field::new(
+                    format!("$KL{role}{attr}"),
+                    format!("{role_snake}_{}", snake_case(attr)),
+                    v.to_value(),
+                ));
             }
         }
     }
+    out
+}
+
+/// The parts, joined (cheaper than `format!` for a few pieces).
+fn concat(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    parts.iter().for_each(|p| out.push_str(p));
     out
 }
 

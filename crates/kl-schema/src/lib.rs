@@ -16,6 +16,7 @@ mod flatten;
 pub mod splunk;
 pub mod style;
 mod table;
+mod tree;
 
 pub use docs::fields_markdown;
 pub use flatten::{Field, flatten, render};

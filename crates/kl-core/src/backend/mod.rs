@@ -208,6 +208,6 @@ mod tests {
         assert_eq!(license.access_type.as_deref(), Some("Commercial"));
         assert_eq!(license.token_expiration, None);
         let Answer::Data(body) = f.answer else { panic!() };
-        assert_eq!(body.as_str(), r#"{"Zone":"Red"}"#);
+        assert_eq!(body.text(), r#"{"Zone":"Red"}"#);
     }
 }

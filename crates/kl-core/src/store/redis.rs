@@ -293,7 +293,7 @@ impl Store for RedisStore {
             return;
         }
         let value = match answer {
-            Answer::Data(body) => body.as_str().to_owned(),
+            Answer::Data(body) => body.text(),
             Answer::NotFound => NOT_FOUND.to_owned(),
         };
         let _ = self.inner.writes.send(Write::Answer { key: self.answer_key(key), value, ttl });

@@ -68,7 +68,9 @@ struct Row {
 }
 
 enum Msg {
-    Get(String, tokio::sync::oneshot::Sender<Result<Option<Option<String>>, String>>),
+    /// A read, answered with the entry decoded (on this thread, not the
+    /// runtime's) or why it could not be read.
+    Get(String, tokio::sync::oneshot::Sender<Result<Option<Answer>, String>>),
     Put(Row),
     Flush(tokio::sync::oneshot::Sender<()>),
     /// Tests: run a statement.
@@ -250,11 +252,11 @@ fn serve(mut conn: Connection, rx: Receiver<Msg>, path: &Path, warned: &AtomicBo
                 let in_transaction = gets.len() > 1 && conn.execute_batch("BEGIN").is_ok();
                 for (key, reply) in gets {
                     let pending = batch.rows.iter().rev().find(|r| r.key == key && r.expires_ms > now_ms());
-                    let answer = match pending {
+                    let entry = match pending {
                         Some(row) => Ok(Some(row.body.clone())),
                         None => read(&conn, &key).map_err(|e| e.to_string()),
                     };
-                    let _ = reply.send(answer);
+                    let _ = reply.send(entry.and_then(decode));
                 }
                 if in_transaction {
                     let _ = conn.execute_batch("COMMIT");
@@ -295,6 +297,17 @@ fn write_rows(conn: &mut Connection, rows: &[Row]) -> rusqlite::Result<()> {
     tx.commit()
 }
 
+/// An entry's answer: a body, or Grey when it has none.
+fn decode(entry: Option<Option<String>>) -> Result<Option<Answer>, String> {
+    match entry {
+        None => Ok(None),
+        Some(None) => Ok(Some(Answer::NotFound)),
+        Some(Some(text)) => {
+            Body::from_json(&text).map(|b| Some(Answer::Data(b))).ok_or_else(|| "an unreadable entry".to_owned())
+        }
+    }
+}
+
 fn read(conn: &Connection, key: &str) -> rusqlite::Result<Option<Option<String>>> {
     conn.prepare_cached("SELECT body FROM lookups WHERE key = ?1 AND expires_ms > ?2")?
         .query_row(params![key, now_ms()], |r| r.get::<_, Option<String>>(0))
@@ -309,15 +322,7 @@ impl Store for SqliteStore {
             return None;
         }
         match rx.await.ok()? {
-            Ok(None) => None,
-            Ok(Some(None)) => Some(Answer::NotFound),
-            Ok(Some(Some(text))) => match Body::from_json(&text) {
-                Some(body) => Some(Answer::Data(body)),
-                None => {
-                    warn(&self.warned, &self.path, "an unreadable entry");
-                    None
-                }
-            },
+            Ok(answer) => answer,
             Err(e) => {
                 warn(&self.warned, &self.path, &e.to_string());
                 None
@@ -331,7 +336,7 @@ impl Store for SqliteStore {
         }
         let stored_ms = now_ms();
         let body = match answer {
-            Answer::Data(b) => Some(b.as_str().to_owned()),
+            Answer::Data(b) => Some(b.text()),
             Answer::NotFound => None,
         };
         let expires_ms = stored_ms.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
