@@ -304,6 +304,7 @@ where
     let progress = settings.progress.then(progress_bar);
     let field_keys = field_keys(&settings);
     let shared = Arc::new(Shared { assembled, settings, counters: Counters::default(), field_keys });
+    prepare_answers(&shared);
     let writer = tokio::spawn(write_lines(rx, output, progress.clone(), shared.clone()));
 
     let mut reader = Reader {
@@ -626,7 +627,10 @@ fn finish(
 }
 
 fn output(shared: &Shared, done: &[(Ask, Outcome)]) -> kl_schema::Output {
-    let s = &shared.settings;
+    output_for(&shared.settings, &shared.assembled.ecs, done)
+}
+
+fn output_for(s: &Settings, ecs: &kl_schema::Ecs, done: &[(Ask, Outcome)]) -> kl_schema::Output {
     let items: Vec<kl_schema::Item<'_>> = done
         .iter()
         .map(|(ask, outcome)| kl_schema::Item {
@@ -637,7 +641,26 @@ fn output(shared: &Shared, done: &[(Ask, Outcome)]) -> kl_schema::Output {
             outcome,
         })
         .collect();
-    kl_schema::output(s.style, &s.target, &shared.assembled.ecs, &items)
+    kl_schema::output(s.style, &s.target, ecs, items.as_slice())
+}
+
+/// Renders answers read from the persistent cache on the cache's thread,
+/// as [`finish`] would render them for the stream's one field, so the
+/// thread that reads and writes events finds them rendered. Only where the
+/// rendering does not depend on the event (one field; not ECS, which names
+/// the indicator as written).
+fn prepare_answers(shared: &Shared) {
+    let s = &shared.settings;
+    if s.fields.len() != 1 || s.style == Style::Ecs {
+        return;
+    }
+    let (settings, ecs, field_key) = (s.clone(), shared.assembled.ecs.clone(), shared.field_keys[0]);
+    shared.assembled.engine.prepare_answers(move |function, body| {
+        let ask = Ask { field: 0, function, raw: String::new() };
+        let done = [(ask, Outcome::Data(body.clone()))];
+        let key = settings_key(field_key, function);
+        body.render_into(key, &mut Vec::new(), |_| event::members(&output_for(&settings, &ecs, &done).members));
+    });
 }
 
 /// Whether the event holds a key the answer of `ask` would write or clear.
@@ -657,15 +680,20 @@ fn clashes(s: &Settings, ask: &Ask, event: &RawEvent<'_>) -> bool {
 /// hashed once, in [`field_keys`]; a line hashes only what varies.
 fn rendering_key(shared: &Shared, ask: &Ask) -> u64 {
     use std::hash::{Hash, Hasher};
-    // The field's key is a hash already: adding the function (one of
-    // seven) keeps distinct settings apart without hashing again.
-    let key = shared.field_keys[ask.field].wrapping_add(ask.function as u64);
+    let key = settings_key(shared.field_keys[ask.field], ask.function);
     if shared.settings.style != Style::Ecs {
         return key;
     }
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (key, &ask.raw).hash(&mut h);
     h.finish()
+}
+
+/// A field's part of [`rendering_key`] with the function added: the field's
+/// key is a hash already, and adding the function (one of seven) keeps
+/// distinct settings apart without hashing again.
+fn settings_key(field_key: u64, function: Function) -> u64 {
+    field_key.wrapping_add(function as u64)
 }
 
 /// The settings' part of each field's [`rendering_key`].
@@ -709,21 +737,32 @@ async fn read_bounded<R: AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>, max
     }
 }
 
+/// How long the writer waits for a line that is not done before it
+/// flushes the lines written ahead of it. Short enough that no finished line
+/// waits noticeably for a later one; long enough that a stream whose answers
+/// come from the cache in bursts is written in large pieces, not one write
+/// (and one hand-over to the output's thread) per line.
+const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Writes lines in input order; lines are counted once flushed.
 ///
-/// After each line the output is flushed, unless the next line is already
-/// done, or is about to come (the reader holds it complete in its buffer):
-/// the writer flushes before it waits for any line that is not done, so no
-/// finished line waits for a later one, and a fast stream is written in
-/// large pieces.
+/// After each line the output is flushed, unless a next line has come (it
+/// is written first if it is done within [`FLUSH_GRACE`]), or is about to
+/// come (the reader holds it complete in its buffer). So no finished line
+/// waits for a later one for longer than the grace, and a fast stream is
+/// written in large pieces.
 async fn write_lines<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Slot>,
     output: W,
     progress: Option<indicatif::ProgressBar>,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
-    let mut out = BufWriter::with_capacity(1 << 16, output);
-    let mut unflushed: Vec<Class> = Vec::new();
+    let mut out = Flusher {
+        out: BufWriter::with_capacity(1 << 16, output),
+        unflushed: Vec::new(),
+        progress,
+        shared: shared.clone(),
+    };
     let mut next: Option<Slot> = None;
     loop {
         let slot = match next.take() {
@@ -733,37 +772,53 @@ async fn write_lines<W: AsyncWrite + Unpin>(
                 None => break,
             },
         };
-        if !slot.output.is_done() && !unflushed.is_empty() {
-            out.flush().await?;
-            for class in unflushed.drain(..) {
-                shared.counters.count(class);
-            }
-        }
         let more_buffered = slot.more_buffered;
-        let (bytes, class) = slot.output.resolve(&shared).await;
-        out.write_all(&bytes).await?;
-        unflushed.push(class);
+        let waits = !slot.output.is_done() && !out.unflushed.is_empty();
+        let resolving = slot.output.resolve(&shared);
+        let (bytes, class) = if waits {
+            let mut resolving = std::pin::pin!(resolving);
+            tokio::select! {
+                biased;
+                done = resolving.as_mut() => done,
+                () = tokio::time::sleep(FLUSH_GRACE) => {
+                    out.flush().await?;
+                    resolving.await
+                }
+            }
+        } else {
+            resolving.await
+        };
+        out.out.write_all(&bytes).await?;
+        out.unflushed.push(class);
         drop(slot._budget);
         next = rx.try_recv().ok();
-        let wait_for_next = match &next {
-            Some(s) => s.output.is_done(),
-            None => more_buffered,
-        };
-        if !wait_for_next {
+        if next.is_none() && !more_buffered {
             out.flush().await?;
-            for class in unflushed.drain(..) {
-                shared.counters.count(class);
-            }
-            if let Some(bar) = &progress {
-                bar.set_position(shared.counters.written.load(Ordering::Relaxed));
-            }
         }
     }
-    out.flush().await?;
-    for class in unflushed.drain(..) {
-        shared.counters.count(class);
+    out.flush().await
+}
+
+/// The output, and the classes of the lines written to it since it was
+/// last flushed: they are counted once flushed.
+struct Flusher<W> {
+    out: BufWriter<W>,
+    unflushed: Vec<Class>,
+    progress: Option<indicatif::ProgressBar>,
+    shared: Arc<Shared>,
+}
+
+impl<W: AsyncWrite + Unpin> Flusher<W> {
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush().await?;
+        for class in self.unflushed.drain(..) {
+            self.shared.counters.count(class);
+        }
+        if let Some(bar) = &self.progress {
+            bar.set_position(self.shared.counters.written.load(Ordering::Relaxed));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]

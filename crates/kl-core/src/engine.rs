@@ -13,11 +13,12 @@
 //! shutdown's drain) bounds how long a caller waits.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use kl_model::{Answer, Function, Indicator, Outcome, Policy};
+use kl_model::{Answer, Body, Function, Indicator, Outcome, Policy};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
@@ -153,6 +154,20 @@ struct Inner {
     quota_warned: AtomicBool,
     token_warned: AtomicBool,
     counters: Counters,
+    /// What to do with an answer read from the store, where it is decoded.
+    prepare: OnceLock<PrepareHook>,
+}
+
+/// [`Engine::prepare_answers`]'s work.
+#[derive(Clone)]
+struct PrepareHook(Arc<PrepareFn>);
+
+type PrepareFn = dyn Fn(Function, &Body) + Send + Sync;
+
+impl fmt::Debug for PrepareHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PrepareHook")
+    }
 }
 
 /// A token that expires within this many days is warned about.
@@ -206,6 +221,7 @@ impl Engine {
                 quota_warned: AtomicBool::new(false),
                 token_warned: AtomicBool::new(false),
                 counters: Counters::default(),
+                prepare: OnceLock::new(),
                 opts,
             }),
         }
@@ -250,6 +266,14 @@ impl Engine {
     /// Answers held in memory, and the bytes they are weighed at.
     pub fn memo_usage(&self) -> (u64, u64) {
         self.inner.memo.usage()
+    }
+
+    /// Has `prepare` run on each answer read from the persistent store, on
+    /// the store's own thread when it has one: a stream renders the answers
+    /// there, off the thread that reads and writes events. Set once; later
+    /// calls are ignored.
+    pub fn prepare_answers(&self, prepare: impl Fn(Function, &Body) + Send + Sync + 'static) {
+        let _ = self.inner.prepare.set(PrepareHook(Arc::new(prepare)));
     }
 
     /// Tells the memo that the answer it holds for this lookup has grown (a
@@ -374,7 +398,14 @@ impl Engine {
         let store_key = inner.opts.store.as_ref().map(|_| store::key(&inner.scope, *function, indicator));
         let mut holding = false;
         if let (Some(store), Some(k)) = (&inner.opts.store, &store_key) {
-            let found = match store.get(k).await {
+            let read = match inner.prepare.get() {
+                Some(prepare) => {
+                    let (prepare, function) = (prepare.clone(), *function);
+                    store.get_prepared(k, Arc::new(move |body: &Body| (prepare.0)(function, body))).await
+                }
+                None => store.get(k).await,
+            };
+            let found = match read {
                 Some(answer) => Some(answer),
                 // Another process may be asking for it right now.
                 None => match store.claim(k).await {

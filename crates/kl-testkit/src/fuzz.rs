@@ -10,7 +10,8 @@ use kl_schema::event::{self, FieldPath, RawEvent};
 use serde_json::{Map, Value, json};
 
 /// A response, any bytes: flattening never panics; fields are `$KL` names,
-/// unique, never null, empty or an object; rendering data never errors.
+/// unique, never null, empty or an object; rendering data never errors,
+/// and gives what flattening the parsed answer gives.
 pub fn flatten(data: &[u8]) {
     let Ok(response) = serde_json::from_slice::<Value>(data) else { return };
     for function in Function::ALL {
@@ -21,8 +22,12 @@ pub fn flatten(data: &[u8]) {
             assert!(seen.insert(&f.name), "{} twice", f.name);
             assert!(!f.value.is_null() && !f.value.is_object() && f.value != "", "{}: {}", f.name, f.value);
         }
-        let rendered = kl_schema::render(function, &Outcome::Data(response.clone().into()));
+        let body = kl_model::Body::from(response.clone());
+        let rendered = kl_schema::render(function, &Outcome::Data(body.clone()));
         assert!(!rendered.is_empty() && rendered.iter().all(|f| f.name != "$KLError"));
+        // The borrowed tree answers are mapped through agrees with serde_json.
+        let by_value = kl_schema::flatten(function, &body.value());
+        assert!(by_value.is_empty() || rendered == by_value, "{rendered:?} != {by_value:?}");
     }
 }
 

@@ -18,12 +18,16 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kl_model::{Answer, Function, Indicator};
+use kl_model::{Answer, Body, Function, Indicator};
 
 pub use self::redis::RedisStore;
 pub use sqlite::{CACHE_FILE, SqliteStore, xdg_cache_dir};
 
 use crate::backend::License;
+
+/// Work on a decoded answer that its first reader would do anyway (a
+/// stream renders it), done where the answer is decoded.
+pub type Prepare = std::sync::Arc<dyn Fn(&Body) + Send + Sync>;
 
 /// What to do about a key that missed, when other processes share the
 /// store ([`Store::claim`]).
@@ -43,6 +47,13 @@ pub enum Claim {
 pub trait Store: Send + Sync + fmt::Debug {
     /// A fresh answer stored under `key`, if there is one.
     async fn get(&self, key: &str) -> Option<Answer>;
+
+    /// As [`Store::get`], with `prepare` run on the answer's body. A store
+    /// that decodes on a thread of its own runs it there, off the runtime's
+    /// thread; the others leave the work to the caller.
+    async fn get_prepared(&self, key: &str, _prepare: Prepare) -> Option<Answer> {
+        self.get(key).await
+    }
 
     /// Stores `answer` under `key` for `ttl`. Returns at once: the write
     /// happens off the caller's thread, and is durable after [`Store::flush`].

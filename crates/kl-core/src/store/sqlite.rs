@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use kl_model::{Answer, Body};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::Store;
+use super::{Prepare, Store};
 
 /// The database file inside the cache folder.
 pub const CACHE_FILE: &str = "kl-cache.sqlite3";
@@ -70,7 +70,7 @@ struct Row {
 enum Msg {
     /// A read, answered with the entry decoded (on this thread, not the
     /// runtime's) or why it could not be read.
-    Get(String, tokio::sync::oneshot::Sender<Result<Option<Answer>, String>>),
+    Get(String, Option<Prepare>, tokio::sync::oneshot::Sender<Result<Option<Answer>, String>>),
     Put(Row),
     Flush(tokio::sync::oneshot::Sender<()>),
     /// Tests: run a statement.
@@ -237,11 +237,11 @@ fn serve(mut conn: Connection, rx: Receiver<Msg>, path: &Path, warned: &AtomicBo
             None => rx.recv_timeout(batch.patience(Instant::now())),
         };
         match msg {
-            Ok(Msg::Get(key, reply)) => {
-                let mut gets = vec![(key, reply)];
+            Ok(Msg::Get(key, prepare, reply)) => {
+                let mut gets = vec![(key, prepare, reply)];
                 while gets.len() < READ_BATCH {
                     match rx.try_recv() {
-                        Ok(Msg::Get(k, r)) => gets.push((k, r)),
+                        Ok(Msg::Get(k, p, r)) => gets.push((k, p, r)),
                         Ok(other) => {
                             queued.push_back(other);
                             break;
@@ -250,13 +250,17 @@ fn serve(mut conn: Connection, rx: Receiver<Msg>, path: &Path, warned: &AtomicBo
                     }
                 }
                 let in_transaction = gets.len() > 1 && conn.execute_batch("BEGIN").is_ok();
-                for (key, reply) in gets {
+                for (key, prepare, reply) in gets {
                     let pending = batch.rows.iter().rev().find(|r| r.key == key && r.expires_ms > now_ms());
                     let entry = match pending {
                         Some(row) => Ok(Some(row.body.clone())),
                         None => read(&conn, &key).map_err(|e| e.to_string()),
                     };
-                    let _ = reply.send(entry.and_then(decode));
+                    let answer = entry.and_then(decode);
+                    if let (Some(prepare), Ok(Some(Answer::Data(body)))) = (prepare, &answer) {
+                        prepare(body);
+                    }
+                    let _ = reply.send(answer);
                 }
                 if in_transaction {
                     let _ = conn.execute_batch("COMMIT");
@@ -314,11 +318,11 @@ fn read(conn: &Connection, key: &str) -> rusqlite::Result<Option<Option<String>>
         .optional()
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn get(&self, key: &str) -> Option<Answer> {
+impl SqliteStore {
+    /// A read on the worker thread, which decodes the entry and prepares it.
+    async fn lookup(&self, key: &str, prepare: Option<Prepare>) -> Option<Answer> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        if !self.send(Msg::Get(key.to_owned(), tx)) {
+        if !self.send(Msg::Get(key.to_owned(), prepare, tx)) {
             return None;
         }
         match rx.await.ok()? {
@@ -328,6 +332,17 @@ impl Store for SqliteStore {
                 None
             }
         }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, key: &str) -> Option<Answer> {
+        self.lookup(key, None).await
+    }
+
+    async fn get_prepared(&self, key: &str, prepare: Prepare) -> Option<Answer> {
+        self.lookup(key, Some(prepare)).await
     }
 
     fn put(&self, key: &str, answer: &Answer, ttl: Duration) {
@@ -342,7 +357,6 @@ impl Store for SqliteStore {
         let expires_ms = stored_ms.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
         self.send(Msg::Put(Row { key: key.to_owned(), body, stored_ms, expires_ms }));
     }
-
     async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.send(Msg::Flush(tx)) {

@@ -174,3 +174,53 @@ async fn several_fields_in_one_pass() {
         assert!(stderr.contains("each needs its own target") && stderr.contains("source.ip=TARGET"), "{stderr}");
     }
 }
+
+/// A warm stream writes byte for byte what the cold one wrote, in every
+/// style: answers read from the cache are rendered on the cache's thread
+/// (kl and nested, one field) or by the stream (ECS), kept packed in the
+/// memo, and reused, and none of that may change a line.
+#[tokio::test]
+async fn a_warm_stream_writes_what_the_cold_one_wrote_in_every_style() {
+    let server = kl_testkit::fixture_server().await;
+    let indicators = [
+        "185.220.101.4",
+        "39.90.148.83",
+        "45.155.205.233",
+        "8.8.8.8",
+        "93.184.216.34",
+        "kaspersky.com",
+        "secure-paypal-login.info",
+        "nodata.example.org",
+        "44D88612FEA8A8F36DE82E1278ABB02F",
+        "not-recorded.example",
+    ];
+    // Each indicator several times, in an order that mixes first sights
+    // and repeats, with a field of the event's own beside it.
+    let input: String =
+        (0..60).map(|i| format!("{}\n", json!({"n": i, "ip": indicators[(i * 7) % indicators.len()]}))).collect();
+    for style in [
+        &["--style", "kl"][..],
+        &["--style", "nested"],
+        &["--style", "ecs"],
+        &["--style", "kl", "--field", "ip=kl"][..],
+    ] {
+        let cache = tempfile::tempdir().unwrap();
+        let (_d, cfg) =
+            config(&format!("{}/api", server.uri()), &format!("  KL_CACHE_PATH: {}\n", cache.path().display()));
+        let mut args = vec!["enrich", "--function", "auto", "--config", &cfg];
+        args.extend_from_slice(style);
+        if style.len() == 2 {
+            args.extend_from_slice(&["--field", "ip"]);
+        }
+        let cold = run(&args, input.as_bytes()).await;
+        let warm = run(&args, input.as_bytes()).await;
+        assert!(cold.status.success() && warm.status.success(), "{style:?}");
+        assert_eq!(stdout_lines(&cold).len(), 60, "{style:?}");
+        for (i, event) in stdout_lines(&cold).iter().enumerate() {
+            assert_eq!(event["n"], i, "{style:?}: lines keep their order and their own fields");
+        }
+        assert_eq!(String::from_utf8_lossy(&warm.stdout), String::from_utf8_lossy(&cold.stdout), "{style:?}");
+        let summary = String::from_utf8_lossy(&warm.stderr);
+        assert!(summary.contains("; 0 requests,"), "{style:?}: {summary}");
+    }
+}

@@ -1,6 +1,6 @@
 //! Flattening any JSON value never panics, and its output keeps the rules.
 
-use kl_model::{Function, Outcome};
+use kl_model::{Body, Function, Outcome};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
@@ -62,6 +62,8 @@ fn json() -> impl Strategy<Value = Value> {
         prop_oneof![Just("Red"), Just("gray"), Just("ORANGE"), Just(""), Just("Purple"), Just("tech contact")]
             .prop_map(Value::from),
         ".{0,12}".prop_map(Value::from),
+        prop_oneof![Just("-0"), Just("1.5e-7"), Just("123456789012345678901234567890"), Just("-2.50")]
+            .prop_map(|n| serde_json::from_str::<Value>(n).unwrap()),
     ];
     leaf.prop_recursive(5, 64, 8, |inner| {
         prop_oneof![
@@ -89,6 +91,22 @@ proptest! {
             let rendered = kl_schema::render(function, &Outcome::Data(response.clone().into()));
             prop_assert!(!rendered.is_empty());
             prop_assert!(rendered.iter().all(|f| f.name != "$KLError"));
+        }
+    }
+
+    /// An answer is mapped from its text through a borrowed tree; the
+    /// fields are the ones `flatten` gives for the same answer parsed by
+    /// `serde_json`, value for value (escapes, numbers as written).
+    #[test]
+    fn the_borrowed_tree_maps_as_serde_json_does(response in json()) {
+        let body = Body::from(response);
+        for function in Function::ALL {
+            let by_tree = kl_schema::render(function, &Outcome::Data(body.clone()));
+            let mut by_value = kl_schema::flatten(function, &body.value());
+            if by_value.is_empty() {
+                by_value = kl_schema::render(function, &Outcome::NotFound);
+            }
+            prop_assert_eq!(by_tree, by_value);
         }
     }
 }
