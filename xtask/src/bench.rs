@@ -55,6 +55,10 @@ pub struct Options {
     pub only: Vec<String>,
     /// Small events (`{"indicator":"…"}`) instead of firewall-log-sized ones.
     pub small: bool,
+    /// A recorded answer the mock serves for every address instead of its
+    /// built-in one (about 260 bytes), with the address it was recorded for
+    /// (the file's name) replaced by the one asked about.
+    pub answer: Option<PathBuf>,
 }
 
 impl Options {
@@ -66,6 +70,7 @@ impl Options {
             distinct: vec![200, 20_000, 200_000],
             only: Vec::new(),
             small: false,
+            answer: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -80,6 +85,7 @@ impl Options {
                 "--events" => o.events = v.parse()?,
                 "--distinct" => o.distinct = v.split(',').map(str::parse).collect::<Result<_, _>>()?,
                 "--only" => o.only = v.split(',').map(str::to_owned).collect(),
+                "--answer" => o.answer = Some(PathBuf::from(v)),
                 other => bail!("unknown option {other:?} for bench"),
             }
         }
@@ -127,6 +133,20 @@ impl Mock {
     }
 }
 
+/// The answer every mock serves, when `--answer` gives one: its text and the
+/// address to replace in it.
+static ANSWER: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// The mock's answer for `ip`.
+fn answer_for(ip: &str) -> String {
+    match ANSWER.get() {
+        Some((text, own)) => text.replace(own.as_str(), ip),
+        None => format!(
+            r#"{{"LicenseInfo":{{"DayRequests":17,"DayQuota":1000000}},"Zone":"Red","IpGeneralInfo":{{"Ip":"{ip}","CountryCode":"NL","HitsCount":100,"Categories":["CATEGORY_MALWARE"]}},"IpWhoIs":{{"Asn":[{{"Number":64500,"Description":["EXAMPLE-AS"]}}],"Net":{{"RangeStart":"11.0.0.0","RangeEnd":"11.255.255.255","Name":"BENCH"}}}}}}"#
+        ),
+    }
+}
+
 fn serve(stream: TcpStream, latency: Duration, requests: &AtomicUsize, in_flight: &AtomicUsize, max: &AtomicUsize) {
     let Ok(clone) = stream.try_clone() else { return };
     let mut reader = BufReader::new(clone);
@@ -152,9 +172,7 @@ fn serve(stream: TcpStream, latency: Duration, requests: &AtomicUsize, in_flight
             std::thread::sleep(latency);
         }
         let ip = request_line.split('/').nth(3).and_then(|s| s.split('?').next()).unwrap_or("0.0.0.0");
-        let body = format!(
-            r#"{{"LicenseInfo":{{"DayRequests":17,"DayQuota":1000000}},"Zone":"Red","IpGeneralInfo":{{"Ip":"{ip}","CountryCode":"NL","HitsCount":100,"Categories":["CATEGORY_MALWARE"]}},"IpWhoIs":{{"Asn":[{{"Number":64500,"Description":["EXAMPLE-AS"]}}],"Net":{{"RangeStart":"11.0.0.0","RangeEnd":"11.255.255.255","Name":"BENCH"}}}}}}"#
-        );
+        let body = answer_for(ip);
         in_flight.fetch_sub(1, Ordering::SeqCst);
         let response = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -304,6 +322,14 @@ fn write_events(path: &Path, events: usize, ips: &[String], small: bool) -> anyh
 }
 
 pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
+    if let Some(path) = &opts.answer {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let own = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+        ensure!(text.contains(&own), "{} does not name its own address ({own})", path.display());
+        // Compact, as the API sends it.
+        let compact = serde_json::to_string(&serde_json::from_str::<serde_json::Value>(&text)?)?;
+        let _ = ANSWER.set((compact, own));
+    }
     let (kl_dnif, kl_generic, kl_http) = build(root)?;
     let bench = Bench {
         kl_dnif,
@@ -396,6 +422,14 @@ fn streams(b: &Bench) -> anyhow::Result<()> {
     let shape = if b.opts.small { "small" } else { "firewall-log" };
     println!(
         "kl-generic-json enrich --style kl, {events} {shape} events (limits: peak 64 MiB; warm within 1.5x jq; warm and jq best of 3)"
+    );
+    println!(
+        "  answer: {} bytes ({})",
+        answer_for("11.0.0.1").len(),
+        match &b.opts.answer {
+            Some(p) => p.display().to_string(),
+            None => "the bench's own".to_owned(),
+        }
     );
     println!(
         "  {:>9} {:>5} {:>9} {:>9} {:>11} {:>9} {:>8}",
@@ -663,7 +697,10 @@ fn memo_entry_cost(b: &Bench) -> anyhow::Result<()> {
     println!("memo entry cost (cache off, memo unbounded, each address once)");
     println!("  peak with {n1:>7} answers {:>9.1} MiB", k1 as f64 / 1024.0);
     println!("  peak with {n2:>7} answers {:>9.1} MiB", k2 as f64 / 1024.0);
-    println!("  per answer         {per_entry:>9.0} bytes (the bench answer's text is about 260 bytes)");
+    println!(
+        "  per answer         {per_entry:>9.0} bytes (the mock's answer is {} bytes)",
+        answer_for("11.0.0.1").len()
+    );
     Ok(())
 }
 

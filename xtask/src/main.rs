@@ -12,7 +12,7 @@ use xtask::{bench, docs, package, root};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  bench [--latency-ms N] [--concurrency N] [--events N] [--distinct A,B,..] [--small] [--only dnif,streams,latency,service,memo,fleet]
+  bench [--latency-ms N] [--concurrency N] [--events N] [--distinct A,B,..] [--small] [--answer FIXTURE] [--only dnif,streams,latency,service,memo,fleet]
                                               performance figures against a local mock TIP
   docs                                        write docs/fields.md from the kl-schema tables
   package [--target T] [--profile P] [--out DIR]

@@ -31,9 +31,12 @@ struct Entry {
 
 /// What one entry costs besides its indicator and the bytes its answer
 /// holds: the key and entry structs, the LRU list node and hash table
-/// slot, the answer's shared part, and the allocator's. Measured with `cargo xtask bench --only memo`
-/// (docs/performance.md), which this keeps the budget honest to.
-pub(crate) const ENTRY_OVERHEAD: u64 = 300;
+/// slot, the answer's shared part (its packed text and rendering are
+/// separate allocations), and the allocator's. Measured with
+/// `cargo xtask bench --only memo --answer fixtures/responses/ip/39.90.148.83.json`
+/// (docs/performance.md): 860 bytes an entry, of which the packed text
+/// and rendering are about 180.
+pub(crate) const ENTRY_OVERHEAD: u64 = 700;
 
 /// An entry's weight: its indicator, what its answer holds (the packed
 /// text, and a rendering once one is made: see [`Memo::reweigh`]), and
