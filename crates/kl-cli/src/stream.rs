@@ -627,10 +627,18 @@ fn finish(
 }
 
 fn output(shared: &Shared, done: &[(Ask, Outcome)]) -> kl_schema::Output {
-    output_for(&shared.settings, &shared.assembled.ecs, done)
+    with_items(&shared.settings, done, |items| {
+        kl_schema::output(shared.settings.style, &shared.settings.target, &shared.assembled.ecs, items)
+    })
 }
 
-fn output_for(s: &Settings, ecs: &kl_schema::Ecs, done: &[(Ask, Outcome)]) -> kl_schema::Output {
+/// The members a line with these answers gets, serialised, for a line that
+/// holds none of them.
+fn members(s: &Settings, ecs: &kl_schema::Ecs, done: &[(Ask, Outcome)]) -> Vec<u8> {
+    with_items(s, done, |items| kl_schema::style::members(s.style, &s.target, ecs, items))
+}
+
+fn with_items<T>(s: &Settings, done: &[(Ask, Outcome)], f: impl FnOnce(&[kl_schema::Item<'_>]) -> T) -> T {
     let items: Vec<kl_schema::Item<'_>> = done
         .iter()
         .map(|(ask, outcome)| kl_schema::Item {
@@ -641,7 +649,7 @@ fn output_for(s: &Settings, ecs: &kl_schema::Ecs, done: &[(Ask, Outcome)]) -> kl
             outcome,
         })
         .collect();
-    kl_schema::output(s.style, &s.target, ecs, items.as_slice())
+    f(&items)
 }
 
 /// Renders answers read from the persistent cache on the cache's thread,
@@ -659,7 +667,7 @@ fn prepare_answers(shared: &Shared) {
         let ask = Ask { field: 0, function, raw: String::new() };
         let done = [(ask, Outcome::Data(body.clone()))];
         let key = settings_key(field_key, function);
-        body.render_into(key, &mut Vec::new(), |_| event::members(&output_for(&settings, &ecs, &done).members));
+        body.render_into(key, &mut Vec::new(), |_| members(&settings, &ecs, &done));
     });
 }
 

@@ -128,7 +128,10 @@ impl Indicator {
         let (value, internal) = match kind {
             ObjectKind::Ipv4 => {
                 let ip = parse_ipv4(trimmed).ok_or_else(|| invalid(ipv4_reason(trimmed)))?;
-                (ip.to_string(), is_internal_ipv4(ip).then_some(Internal::Address))
+                // What std accepts is already the canonical form: no need to
+                // write the address out again.
+                debug_assert_eq!(ip.to_string(), trimmed);
+                (trimmed.to_owned(), is_internal_ipv4(ip).then_some(Internal::Address))
             }
             ObjectKind::Domain => {
                 let name = normalise_domain(trimmed).map_err(|r| invalid(Some(r)))?;

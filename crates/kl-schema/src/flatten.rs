@@ -6,7 +6,7 @@ use kl_model::{Function, Outcome, Zone};
 use serde_json::Value;
 
 use crate::table::{ERROR_FIELD, FieldSpec, Kind, ROLE_KEYS, SKIPPED_FIELD, ZONE_FIELD, table};
-use crate::tree::Node;
+use crate::tree::{Cursor, Tape};
 
 /// One output field: its `$KL` name, its snake_case name, and its value.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -36,8 +36,8 @@ pub fn render(function: Function, outcome: &Outcome) -> Vec<Field> {
             let text = body.text();
             // The borrowed tree; a text it cannot read (none a body gives)
             // goes the long way, through `serde_json`.
-            let fields = match Node::parse(&text) {
-                Some(tree) => flatten_any(function, &tree),
+            let fields = match Tape::parse(&text) {
+                Some(tape) => flatten_any(function, tape.root()),
                 None => flatten(function, &body.value()),
             };
             if fields.is_empty() { grey() } else { fields }
@@ -61,79 +61,71 @@ pub fn flatten(function: Function, response: &Value) -> Vec<Field> {
     flatten_any(function, response)
 }
 
-/// What the mapping reads of a JSON value: `serde_json::Value`, or the
-/// borrowed [`Node`] that answers are read into.
-trait Json: PartialEq + Sized {
+/// What the mapping reads of a JSON value: a `serde_json::Value`, or a
+/// [`Cursor`] on the [`Tape`] that answers are read into.
+trait Json<'t>: Copy + PartialEq {
     /// The member `key` of an object (the last, if it repeats, as
     /// `serde_json` keeps it); `None` for anything else.
-    fn get(&self, key: &str) -> Option<&Self>;
-    fn is_null(&self) -> bool;
-    fn is_object(&self) -> bool;
-    fn as_array(&self) -> Option<&[Self]>;
-    fn as_str(&self) -> Option<&str>;
+    fn get(self, key: &str) -> Option<Self>;
+    fn is_null(self) -> bool;
+    fn is_object(self) -> bool;
+    /// An array's elements; `None` for anything else.
+    fn items(self) -> Option<impl Iterator<Item = Self>>;
+    fn as_str(self) -> Option<&'t str>;
     /// A number or a boolean.
-    fn is_number_or_bool(&self) -> bool;
-    fn to_value(&self) -> Value;
+    fn is_number_or_bool(self) -> bool;
+    fn to_value(self) -> Value;
 }
 
-impl Json for Value {
-    fn get(&self, key: &str) -> Option<&Value> {
+impl<'t> Json<'t> for &'t Value {
+    fn get(self, key: &str) -> Option<Self> {
         self.as_object()?.get(key)
     }
-    fn is_null(&self) -> bool {
+    fn is_null(self) -> bool {
         Value::is_null(self)
     }
-    fn is_object(&self) -> bool {
+    fn is_object(self) -> bool {
         Value::is_object(self)
     }
-    fn as_array(&self) -> Option<&[Value]> {
-        Value::as_array(self).map(Vec::as_slice)
+    fn items(self) -> Option<impl Iterator<Item = Self>> {
+        self.as_array().map(|a| a.iter())
     }
-    fn as_str(&self) -> Option<&str> {
+    fn as_str(self) -> Option<&'t str> {
         Value::as_str(self)
     }
-    fn is_number_or_bool(&self) -> bool {
+    fn is_number_or_bool(self) -> bool {
         matches!(self, Value::Number(_) | Value::Bool(_))
     }
-    fn to_value(&self) -> Value {
+    fn to_value(self) -> Value {
         self.clone()
     }
 }
 
-impl Json for Node<'_> {
-    fn get(&self, key: &str) -> Option<&Self> {
-        match self {
-            Node::Object(members) => members.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
+impl<'t, 'a> Json<'t> for Cursor<'t, 'a> {
+    fn get(self, key: &str) -> Option<Self> {
+        Cursor::get(self, key)
     }
-    fn is_null(&self) -> bool {
-        matches!(self, Node::Null)
+    fn is_null(self) -> bool {
+        Cursor::is_null(self)
     }
-    fn is_object(&self) -> bool {
-        matches!(self, Node::Object(_))
+    fn is_object(self) -> bool {
+        Cursor::is_object(self)
     }
-    fn as_array(&self) -> Option<&[Self]> {
-        match self {
-            Node::Array(items) => Some(items),
-            _ => None,
-        }
+    fn items(self) -> Option<impl Iterator<Item = Self>> {
+        Cursor::items(self)
     }
-    fn as_str(&self) -> Option<&str> {
-        match self {
-            Node::String(s) => Some(s),
-            _ => None,
-        }
+    fn as_str(self) -> Option<&'t str> {
+        Cursor::as_str(self)
     }
-    fn is_number_or_bool(&self) -> bool {
-        matches!(self, Node::Number(_) | Node::Bool(_))
+    fn is_number_or_bool(self) -> bool {
+        Cursor::is_number_or_bool(self)
     }
-    fn to_value(&self) -> Value {
-        Node::to_value(self)
+    fn to_value(self) -> Value {
+        Cursor::to_value(self)
     }
 }
 
-fn flatten_any<J: Json>(function: Function, response: &J) -> Vec<Field> {
+fn flatten_any<'t, J: Json<'t>>(function: Function, response: J) -> Vec<Field> {
     let mut out: Vec<Field> = Vec::new();
     for spec in table(function) {
         for field in apply(spec, response) {
@@ -146,7 +138,7 @@ fn flatten_any<J: Json>(function: Function, response: &J) -> Vec<Field> {
     out
 }
 
-fn apply<J: Json>(spec: &FieldSpec, root: &J) -> Vec<Field> {
+fn apply<'t, J: Json<'t>>(spec: &FieldSpec, root: J) -> Vec<Field> {
     let single =
         |v: Option<Value>| v.map(|v| Field::new(concat(&["$KL", spec.kl]), spec.snake, v)).into_iter().collect();
     match spec.kind {
@@ -157,7 +149,7 @@ fn apply<J: Json>(spec: &FieldSpec, root: &J) -> Vec<Field> {
         Kind::Range { path, start, end } => {
             let net = get(root, path);
             let end_of = |keys| net.and_then(|n| first_present(n, keys)).and_then(range_end);
-            single(end_of(start).zip(end_of(end)).map(|(s, e)| Value::from(format!("{s}-{e}"))))
+            single(end_of(start).zip(end_of(end)).map(|(s, e)| Value::from(concat(&[s, "-", e]))))
         }
         Kind::Count { path, item } => {
             let mut seen = Vec::new();
@@ -174,62 +166,59 @@ fn apply<J: Json>(spec: &FieldSpec, root: &J) -> Vec<Field> {
 }
 
 /// Walks object keys; anything that is not an object on the way gives `None`.
-fn get<'a, J: Json>(root: &'a J, path: &[&str]) -> Option<&'a J> {
+fn get<'t, J: Json<'t>>(root: J, path: &[&str]) -> Option<J> {
     path.iter().try_fold(root, |v, key| v.get(key))
 }
 
 /// A value worth a field: not null, not an empty string or list, not an object.
-fn scalar<J: Json>(v: &J) -> Option<&J> {
-    if v.is_null() || v.is_object() || v.as_str() == Some("") || v.as_array().is_some_and(<[J]>::is_empty) {
-        None
-    } else {
-        Some(v)
-    }
+fn scalar<'t, J: Json<'t>>(v: J) -> Option<J> {
+    let empty_list = v.items().is_some_and(|mut items| items.next().is_none());
+    if v.is_null() || v.is_object() || v.as_str() == Some("") || empty_list { None } else { Some(v) }
 }
 
 /// A list element: a non-empty string, a number or a boolean.
-fn element<J: Json>(v: &J) -> Option<&J> {
+fn element<'t, J: Json<'t>>(v: J) -> Option<J> {
     (v.as_str().is_some_and(|s| !s.is_empty()) || v.is_number_or_bool()).then_some(v)
 }
 
-fn zone<J: Json>(v: &J) -> Option<Value> {
+fn zone<'t, J: Json<'t>>(v: J) -> Option<Value> {
     let s = v.as_str().filter(|s| !s.trim().is_empty())?;
     Some(Value::from(Zone::parse(s).as_str()))
 }
 
-fn range_end<J: Json>(v: &J) -> Option<&str> {
+fn range_end<'t, J: Json<'t>>(v: J) -> Option<&'t str> {
     v.as_str().filter(|s| !s.is_empty())
 }
 
-fn first_present<'a, J: Json>(record: &'a J, keys: &[&str]) -> Option<&'a J> {
+fn first_present<'t, J: Json<'t>>(record: J, keys: &[&str]) -> Option<J> {
     keys.iter().filter_map(|k| record.get(k)).find(|v| !v.is_null())
 }
 
 /// The object records of the array at `path`; nothing when it is not an array.
-fn records<'a, J: Json>(root: &'a J, path: &[&str]) -> impl Iterator<Item = &'a J> {
-    get(root, path).and_then(J::as_array).into_iter().flatten().filter(|r| r.is_object())
+fn records<'t, J: Json<'t>>(root: J, path: &[&str]) -> impl Iterator<Item = J> {
+    get(root, path).and_then(J::items).into_iter().flatten().filter(|r| r.is_object())
 }
 
-fn push_unique<'a, J: Json>(list: &mut Vec<&'a J>, v: &'a J) {
+fn push_unique<'t, J: Json<'t>>(list: &mut Vec<J>, v: J) {
     if !list.contains(&v) {
         list.push(v);
     }
 }
 
-fn to_array<J: Json>(items: &[&J]) -> Value {
+fn to_array<'t, J: Json<'t>>(items: &[J]) -> Value {
     Value::Array(items.iter().map(|v| v.to_value()).collect())
 }
 
-fn list<J: Json>(root: &J, path: &[&str], item: Option<&[&str]>, union: bool) -> Option<Value> {
-    let array = get(root, path)?.as_array()?;
+fn list<'t, J: Json<'t>>(root: J, path: &[&str], item: Option<&[&str]>, union: bool) -> Option<Value> {
+    let array = get(root, path)?.items()?;
     let mut out = Vec::new();
     for element_or_record in array {
         let v = match item {
             None => Some(element_or_record),
             Some(keys) => element_or_record.is_object().then(|| first_present(element_or_record, keys)).flatten(),
         };
-        match v.map(|v| (v, v.as_array())) {
-            Some((_, Some(inner))) if union => inner.iter().filter_map(element).for_each(|e| push_unique(&mut out, e)),
+        match v.map(|v| (v, v.items())) {
+            Some((_, Some(inner))) if union => inner.filter_map(element).for_each(|e| push_unique(&mut out, e)),
             Some((v, _)) => {
                 if let Some(e) = element(v) {
                     push_unique(&mut out, e);
@@ -241,8 +230,8 @@ fn list<J: Json>(root: &J, path: &[&str], item: Option<&[&str]>, union: bool) ->
     (!out.is_empty()).then(|| to_array(&out))
 }
 
-fn zone_family<J: Json>(spec: &FieldSpec, root: &J, path: &[&str], item: &str) -> Vec<Field> {
-    let mut buckets: Vec<Vec<&J>> = vec![Vec::new(); Zone::KNOWN.len()];
+fn zone_family<'t, J: Json<'t>>(spec: &FieldSpec, root: J, path: &[&str], item: &str) -> Vec<Field> {
+    let mut buckets: Vec<Vec<J>> = vec![Vec::new(); Zone::KNOWN.len()];
     for record in records(root, path) {
         let Some(zone) = record.get("Zone").and_then(J::as_str).map(Zone::parse) else {
             continue;
@@ -261,14 +250,14 @@ fn zone_family<J: Json>(spec: &FieldSpec, root: &J, path: &[&str], item: &str) -
         .map(|(zone, values)| {
             Field::new(
                 concat(&["$KL", zone.as_str(), spec.kl]),
-                format!("{}_{}", zone.as_str().to_ascii_lowercase(), spec.snake),
+                concat(&[&zone.as_str().to_ascii_lowercase(), "_", spec.snake]),
                 to_array(&values),
             )
         })
         .collect()
 }
 
-fn contacts<J: Json>(root: &J, path: &[&str], attrs: &[&str]) -> Vec<Field> {
+fn contacts<'t, J: Json<'t>>(root: J, path: &[&str], attrs: &[&str]) -> Vec<Field> {
     let mut out = Vec::new();
     let mut roles = HashSet::new();
     for contact in records(root, path) {
@@ -286,8 +275,8 @@ fn contacts<J: Json>(root: &J, path: &[&str], attrs: &[&str]) -> Vec<Field> {
         for attr in attrs {
             if let Some(v) = contact.get(attr).and_then(scalar) {
                 out.push(Field::new(
-                    format!("$KL{role}{attr}"),
-                    format!("{role_snake}_{}", snake_case(attr)),
+                    concat(&["$KL", &role, attr]),
+                    concat(&[&role_snake, "_", &snake_case(attr)]),
                     v.to_value(),
                 ));
             }

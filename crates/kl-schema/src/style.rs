@@ -130,6 +130,62 @@ pub fn output(style: Style, default_target: &str, ecs: &Ecs, items: &[Item<'_>])
     out
 }
 
+/// The members `items` add to an event that holds none of them, serialised
+/// as `"key":value` pairs: the bytes of [`output`]'s members without the
+/// braces (see [`crate::event::members`]). One lookup in the kl or nested
+/// style, the common case of a stream, is written straight from its fields;
+/// anything else goes through [`output`].
+pub fn members(style: Style, default_target: &str, ecs: &Ecs, items: &[Item<'_>]) -> Vec<u8> {
+    if let [item] = items {
+        let fields = crate::render(item.function, item.outcome);
+        let mut out = Vec::with_capacity(64 * fields.len());
+        match (style, item.target) {
+            (Style::Kl, None) => {
+                write_pairs(&mut out, fields.iter().map(|f| (f.name.as_str(), &f.value)));
+                return out;
+            }
+            (Style::Kl, Some(target)) => {
+                write_key(&mut out, target);
+                out.push(b'{');
+                write_pairs(&mut out, fields.iter().map(|f| (f.name.as_str(), &f.value)));
+                out.push(b'}');
+                return out;
+            }
+            // Two fields with one snake_case name would make one member.
+            (Style::Nested, target)
+                if !fields.iter().enumerate().any(|(i, f)| fields[..i].iter().any(|g| g.snake == f.snake)) =>
+            {
+                write_key(&mut out, target.unwrap_or(default_target));
+                out.push(b'{');
+                write_pairs(&mut out, fields.iter().map(|f| (f.snake.as_str(), &f.value)));
+                out.push(b'}');
+                return out;
+            }
+            _ => {}
+        }
+    }
+    crate::event::members(&output(style, default_target, ecs, items).members)
+}
+
+/// `"key":`.
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    // Writing to a Vec fails only for a map with keys that are not
+    // strings, which a `&str` never is.
+    let _ = serde_json::to_writer(&mut *out, key);
+    out.push(b':');
+}
+
+/// `"k":v,"k":v…`, as `serde_json` writes an object's members.
+fn write_pairs<'a>(out: &mut Vec<u8>, pairs: impl Iterator<Item = (&'a str, &'a Value)>) {
+    for (i, (k, v)) in pairs.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_key(out, k);
+        let _ = serde_json::to_writer(&mut *out, v);
+    }
+}
+
 fn nested(fields: Vec<Field>) -> Map<String, Value> {
     fields.into_iter().map(|f| (f.snake, f.value)).collect()
 }

@@ -3,53 +3,152 @@
 //! An answer is mapped once per process (the rendering is kept), but a
 //! long-running stream meets tens of thousands of answers, and a
 //! `serde_json::Value` costs an allocation for every key, string and number
-//! and a hashed index for every object. This tree borrows strings and
-//! numbers from the text (only strings with escapes are copied) and keeps
-//! an object's members in a list: answers' objects are small, and a scan
-//! costs less than hashing. Numbers stay as written.
-
-use std::borrow::Cow;
+//! and a hashed index for every object. A [`Tape`] is one list of tokens in
+//! text order: strings and numbers borrow from the text (only strings with
+//! escapes are copied), an array or object records where it ends, and an
+//! object's members are found by a scan: answers' objects are small, and a
+//! scan costs less than hashing. Numbers stay as written.
 
 use serde_json::Value;
 
-/// One JSON value, borrowed from the text it was read from.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Node<'a> {
+/// A JSON text read into tokens.
+#[derive(Debug)]
+pub(crate) struct Tape<'a> {
+    toks: Vec<Tok<'a>>,
+    /// The strings that had escapes, unescaped.
+    owned: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Tok<'a> {
     Null,
     Bool(bool),
     /// As written in the text.
     Number(&'a str),
-    String(Cow<'a, str>),
-    Array(Vec<Node<'a>>),
-    /// Members in text order.
-    Object(Vec<(Cow<'a, str>, Node<'a>)>),
+    /// A string without escapes, between its quotes.
+    Str(&'a str),
+    /// A string with escapes: its index in [`Tape::owned`].
+    Owned(usize),
+    /// An array: the index of the token after its last element.
+    Array(usize),
+    /// An object (key and value tokens in turn): the index of the token
+    /// after its last member.
+    Object(usize),
 }
 
-/// Nesting deeper than this is refused, as `serde_json` refuses it.
-const MAX_DEPTH: usize = 128;
+/// One value on a tape.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cursor<'t, 'a> {
+    tape: &'t Tape<'a>,
+    at: usize,
+}
 
-impl<'a> Node<'a> {
-    /// The tree of `text`, which must be one JSON value (and nothing else
+impl<'a> Tape<'a> {
+    /// The tokens of `text`, which must be one JSON value (and nothing else
     /// but whitespace); `None` when it is not.
-    pub(crate) fn parse(text: &'a str) -> Option<Node<'a>> {
-        let mut p = Parser { text, bytes: text.as_bytes(), at: 0 };
-        let node = p.value(0)?;
+    pub(crate) fn parse(text: &'a str) -> Option<Tape<'a>> {
+        let mut p = Parser {
+            text,
+            bytes: text.as_bytes(),
+            at: 0,
+            tape: Tape { toks: Vec::with_capacity(text.len() / 8), owned: Vec::new() },
+        };
+        p.value(0)?;
         p.skip_ws();
-        (p.at == p.bytes.len()).then_some(node)
+        (p.at == p.bytes.len()).then_some(p.tape)
+    }
+
+    /// The value the text holds.
+    pub(crate) fn root(&self) -> Cursor<'_, 'a> {
+        Cursor { tape: self, at: 0 }
+    }
+}
+
+impl<'t, 'a> Cursor<'t, 'a> {
+    fn tok(self) -> Tok<'a> {
+        self.tape.toks[self.at]
+    }
+
+    fn at(self, at: usize) -> Cursor<'t, 'a> {
+        Cursor { tape: self.tape, at }
+    }
+
+    /// The index of the token after this value.
+    fn after(self) -> usize {
+        match self.tok() {
+            Tok::Array(end) | Tok::Object(end) => end,
+            _ => self.at + 1,
+        }
+    }
+
+    /// The values of an array, or the keys and values of an object in turn.
+    fn children(self) -> impl Iterator<Item = Cursor<'t, 'a>> {
+        let end = match self.tok() {
+            Tok::Array(end) | Tok::Object(end) => end,
+            _ => self.at + 1,
+        };
+        let mut next = self.at + 1;
+        std::iter::from_fn(move || {
+            (next < end).then(|| {
+                let c = self.at(next);
+                next = c.after();
+                c
+            })
+        })
+    }
+
+    /// An object's members, in text order.
+    fn members(self) -> impl Iterator<Item = (Cursor<'t, 'a>, Cursor<'t, 'a>)> {
+        let mut children = self.children();
+        std::iter::from_fn(move || Some((children.next()?, children.next()?)))
+    }
+
+    pub(crate) fn is_null(self) -> bool {
+        matches!(self.tok(), Tok::Null)
+    }
+
+    pub(crate) fn is_object(self) -> bool {
+        matches!(self.tok(), Tok::Object(_))
+    }
+
+    pub(crate) fn is_number_or_bool(self) -> bool {
+        matches!(self.tok(), Tok::Number(_) | Tok::Bool(_))
+    }
+
+    pub(crate) fn as_str(self) -> Option<&'t str> {
+        match self.tok() {
+            Tok::Str(s) => Some(s),
+            Tok::Owned(i) => Some(&self.tape.owned[i]),
+            _ => None,
+        }
+    }
+
+    /// An array's elements; `None` for anything else.
+    pub(crate) fn items(self) -> Option<impl Iterator<Item = Cursor<'t, 'a>>> {
+        matches!(self.tok(), Tok::Array(_)).then(|| self.children())
+    }
+
+    /// The member `key` of an object (the last, if it repeats, as
+    /// `serde_json` keeps it); `None` for anything else.
+    pub(crate) fn get(self, key: &str) -> Option<Cursor<'t, 'a>> {
+        if !self.is_object() {
+            return None;
+        }
+        self.members().filter(|(k, _)| k.as_str() == Some(key)).last().map(|(_, v)| v)
     }
 
     /// The value as a `serde_json::Value` (numbers as written).
-    pub(crate) fn to_value(&self) -> Value {
-        match self {
-            Node::Null => Value::Null,
-            Node::Bool(b) => Value::Bool(*b),
-            Node::Number(n) => serde_json::from_str(n).unwrap_or(Value::Null),
-            Node::String(s) => Value::String(s.as_ref().to_owned()),
-            Node::Array(items) => Value::Array(items.iter().map(Node::to_value).collect()),
-            Node::Object(members) => {
+    pub(crate) fn to_value(self) -> Value {
+        match self.tok() {
+            Tok::Null => Value::Null,
+            Tok::Bool(b) => Value::Bool(b),
+            Tok::Number(n) => serde_json::from_str(n).unwrap_or(Value::Null),
+            Tok::Str(_) | Tok::Owned(_) => Value::String(self.as_str().unwrap_or_default().to_owned()),
+            Tok::Array(_) => Value::Array(self.children().map(Cursor::to_value).collect()),
+            Tok::Object(_) => {
                 let mut map = serde_json::Map::new();
-                for (k, v) in members {
-                    map.insert(k.as_ref().to_owned(), v.to_value());
+                for (k, v) in self.members() {
+                    map.insert(k.as_str().unwrap_or_default().to_owned(), v.to_value());
                 }
                 Value::Object(map)
             }
@@ -57,10 +156,49 @@ impl<'a> Node<'a> {
     }
 }
 
+/// Equality as `serde_json::Value` has it: numbers as written, an object's
+/// members in any order.
+impl PartialEq for Cursor<'_, '_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self.tok(), other.tok()) {
+            (Tok::Null, Tok::Null) => true,
+            (Tok::Bool(a), Tok::Bool(b)) => a == b,
+            (Tok::Number(a), Tok::Number(b)) => a == b,
+            (Tok::Str(_) | Tok::Owned(_), Tok::Str(_) | Tok::Owned(_)) => self.as_str() == other.as_str(),
+            (Tok::Array(_), Tok::Array(_)) => {
+                let (mut a, mut b) = (self.children(), other.children());
+                loop {
+                    match (a.next(), b.next()) {
+                        (None, None) => return true,
+                        (Some(x), Some(y)) if x == y => {}
+                        _ => return false,
+                    }
+                }
+            }
+            (Tok::Object(_), Tok::Object(_)) => {
+                // As maps: the last of a repeated key counts.
+                fn keys<'t>(c: Cursor<'t, '_>) -> Vec<&'t str> {
+                    let mut keys: Vec<&str> = c.members().filter_map(|(k, _)| k.as_str()).collect();
+                    keys.sort_unstable();
+                    keys.dedup();
+                    keys
+                }
+                let mine = keys(*self);
+                mine == keys(*other) && mine.iter().all(|k| self.get(k) == other.get(k))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Nesting deeper than this is refused, as `serde_json` refuses it.
+const MAX_DEPTH: usize = 128;
+
 struct Parser<'a> {
     text: &'a str,
     bytes: &'a [u8],
     at: usize,
+    tape: Tape<'a>,
 }
 
 impl<'a> Parser<'a> {
@@ -80,15 +218,16 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn literal(&mut self, word: &str, node: Node<'a>) -> Option<Node<'a>> {
+    fn literal(&mut self, word: &str, tok: Tok<'a>) -> Option<()> {
         let end = self.at + word.len();
         (self.bytes.get(self.at..end)? == word.as_bytes()).then(|| {
             self.at = end;
-            node
+            self.tape.toks.push(tok);
         })
     }
 
-    fn value(&mut self, depth: usize) -> Option<Node<'a>> {
+    /// Reads one value onto the tape.
+    fn value(&mut self, depth: usize) -> Option<()> {
         if depth > MAX_DEPTH {
             return None;
         }
@@ -96,55 +235,59 @@ impl<'a> Parser<'a> {
         match *self.bytes.get(self.at)? {
             b'{' => {
                 self.at += 1;
-                let mut members = Vec::new();
-                if self.eat(b'}') {
-                    return Some(Node::Object(members));
+                let start = self.tape.toks.len();
+                self.tape.toks.push(Tok::Object(0));
+                if !self.eat(b'}') {
+                    loop {
+                        self.skip_ws();
+                        if self.bytes.get(self.at) != Some(&b'"') {
+                            return None;
+                        }
+                        self.string()?;
+                        if !self.eat(b':') {
+                            return None;
+                        }
+                        self.value(depth + 1)?;
+                        if self.eat(b'}') {
+                            break;
+                        }
+                        if !self.eat(b',') {
+                            return None;
+                        }
+                    }
                 }
-                loop {
-                    self.skip_ws();
-                    if self.bytes.get(self.at) != Some(&b'"') {
-                        return None;
-                    }
-                    let key = self.string()?;
-                    if !self.eat(b':') {
-                        return None;
-                    }
-                    members.push((key, self.value(depth + 1)?));
-                    if self.eat(b'}') {
-                        return Some(Node::Object(members));
-                    }
-                    if !self.eat(b',') {
-                        return None;
-                    }
-                }
+                self.tape.toks[start] = Tok::Object(self.tape.toks.len());
+                Some(())
             }
             b'[' => {
                 self.at += 1;
-                let mut items = Vec::new();
-                if self.eat(b']') {
-                    return Some(Node::Array(items));
-                }
-                loop {
-                    items.push(self.value(depth + 1)?);
-                    if self.eat(b']') {
-                        return Some(Node::Array(items));
+                let start = self.tape.toks.len();
+                self.tape.toks.push(Tok::Array(0));
+                if !self.eat(b']') {
+                    loop {
+                        self.value(depth + 1)?;
+                        if self.eat(b']') {
+                            break;
+                        }
+                        if !self.eat(b',') {
+                            return None;
+                        }
                     }
-                    if !self.eat(b',') {
-                        return None;
-                    }
                 }
+                self.tape.toks[start] = Tok::Array(self.tape.toks.len());
+                Some(())
             }
-            b'"' => self.string().map(Node::String),
-            b't' => self.literal("true", Node::Bool(true)),
-            b'f' => self.literal("false", Node::Bool(false)),
-            b'n' => self.literal("null", Node::Null),
+            b'"' => self.string(),
+            b't' => self.literal("true", Tok::Bool(true)),
+            b'f' => self.literal("false", Tok::Bool(false)),
+            b'n' => self.literal("null", Tok::Null),
             b'-' | b'0'..=b'9' => self.number(),
             _ => None,
         }
     }
 
     /// A number, checked against JSON's grammar.
-    fn number(&mut self) -> Option<Node<'a>> {
+    fn number(&mut self) -> Option<()> {
         let start = self.at;
         let digits = |p: &mut Parser<'a>| {
             let from = p.at;
@@ -178,11 +321,12 @@ impl<'a> Parser<'a> {
                 return None;
             }
         }
-        Some(Node::Number(&self.text[start..self.at]))
+        self.tape.toks.push(Tok::Number(&self.text[start..self.at]));
+        Some(())
     }
 
     /// A string at the opening quote: borrowed unless it has escapes.
-    fn string(&mut self) -> Option<Cow<'a, str>> {
+    fn string(&mut self) -> Option<()> {
         self.at += 1;
         let mut copy: Option<String> = None;
         loop {
@@ -195,13 +339,16 @@ impl<'a> Parser<'a> {
             }
             self.at += run + 1;
             if self.bytes[self.at - 1] == b'"' {
-                return Some(match copy {
-                    None => Cow::Borrowed(piece),
+                let tok = match copy {
+                    None => Tok::Str(piece),
                     Some(mut s) => {
                         s.push_str(piece);
-                        Cow::Owned(s)
+                        self.tape.owned.push(s);
+                        Tok::Owned(self.tape.owned.len() - 1)
                     }
-                });
+                };
+                self.tape.toks.push(tok);
+                return Some(());
             }
             let out = copy.get_or_insert_with(String::new);
             out.push_str(piece);
@@ -257,21 +404,43 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn read(text: &str) -> Option<Value> {
+        Tape::parse(text).map(|t| t.root().to_value())
+    }
+
     #[test]
     fn reads_what_serde_json_reads() {
         let texts = [
             r#"{"a":1,"b":[true,false,null],"c":{"d":"e"},"n":-1.5e-3,"big":123456789012345678901234567890}"#,
             r#" { "esc" : "q\" b\\ s\/ \b\f\n\r\t \u00e9 \ud83d\ude00 ✓" , "e" : [ ] , "o" : { } } "#,
+            r#"{"dup":1,"x":[1,[2,[3]],{"y":{}}],"dup":2}"#,
             r#"[]"#,
             r#""x""#,
             r#"0"#,
         ];
         for text in texts {
-            let node = Node::parse(text).unwrap_or_else(|| panic!("{text}"));
             let value: Value = serde_json::from_str(text).unwrap();
-            assert_eq!(node.to_value(), value, "{text}");
+            assert_eq!(read(text), Some(value), "{text}");
         }
-        assert_eq!(Node::parse(r#"{"a":"b"}"#), Some(Node::Object(vec![("a".into(), Node::String("b".into()))])));
+        let tape = Tape::parse(r#"{"a":"b","n":[1,{"k":"v\n"}],"a":"c"}"#).unwrap();
+        let root = tape.root();
+        assert_eq!(root.get("a").and_then(Cursor::as_str), Some("c"), "the last of a repeated key");
+        let items: Vec<_> = root.get("n").unwrap().items().unwrap().collect();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[1].get("k").and_then(Cursor::as_str), Some("v\n"));
+        assert!(root.get("missing").is_none() && items[0].get("k").is_none() && root.items().is_none());
+    }
+
+    #[test]
+    fn equality_is_serde_jsons() {
+        let tape = Tape::parse(r#"[{"a":1,"b":[2]},{"b":[2],"a":1},{"a":1},"\u0041","A",1.0,1]"#).unwrap();
+        let v: Vec<_> = tape.root().items().unwrap().collect();
+        let values: Vec<Value> = v.iter().map(|c| c.to_value()).collect();
+        for i in 0..v.len() {
+            for j in 0..v.len() {
+                assert_eq!(v[i] == v[j], values[i] == values[j], "{} vs {}", values[i], values[j]);
+            }
+        }
     }
 
     #[test]
@@ -298,10 +467,10 @@ mod tests {
             "'a'",
         ] {
             assert!(serde_json::from_str::<Value>(text).is_err(), "{text:?} is JSON after all");
-            assert_eq!(Node::parse(text), None, "{text:?}");
+            assert!(Tape::parse(text).is_none(), "{text:?}");
         }
         let deep = "[".repeat(MAX_DEPTH + 2) + &"]".repeat(MAX_DEPTH + 2);
-        assert_eq!(Node::parse(&deep), None);
-        assert_eq!(Node::parse(r#"{"a":[1,{"b":null}]}"#).map(|n| n.to_value()), Some(json!({"a":[1,{"b":null}]})));
+        assert!(Tape::parse(&deep).is_none());
+        assert_eq!(read(r#"{"a":[1,{"b":null}]}"#), Some(json!({"a":[1,{"b":null}]})));
     }
 }

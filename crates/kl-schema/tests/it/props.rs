@@ -109,4 +109,29 @@ proptest! {
             prop_assert_eq!(by_tree, by_value);
         }
     }
+
+    /// One lookup's members written straight from its fields are the bytes
+    /// the general path (`output`, then `event::members`) writes.
+    #[test]
+    fn members_written_straight_are_the_general_paths(response in json()) {
+        use kl_schema::{Ecs, Item, Style};
+        let outcomes = [
+            Outcome::Data(Body::from(response)),
+            Outcome::NotFound,
+            Outcome::Failed("HTTP 503".into()),
+            Outcome::Skipped("private or reserved address".into()),
+        ];
+        for outcome in &outcomes {
+            for function in [Function::IpReport, Function::DomainReport, Function::HashReport] {
+                for style in [Style::Kl, Style::Nested, Style::Ecs] {
+                    for target in [None, Some("kl \"t\"")] {
+                        let items = [Item { function, raw: "8.8.8.8", field: Some("ip"), target, outcome }];
+                        let general = kl_schema::event::members(&kl_schema::output(style, "kaspersky", &Ecs::default(), &items).members);
+                        let straight = kl_schema::style::members(style, "kaspersky", &Ecs::default(), &items);
+                        prop_assert_eq!(String::from_utf8(straight).unwrap(), String::from_utf8(general).unwrap());
+                    }
+                }
+            }
+        }
+    }
 }
