@@ -19,6 +19,7 @@
 //! it has been flushed to the output.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -26,7 +27,7 @@ use kl_core::Waiting;
 use kl_model::{Function, FunctionChoice, Outcome};
 use kl_schema::Style;
 use kl_schema::event::{self, FieldPath, RawEvent, raw_string, raw_type};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::setup::Assembled;
@@ -388,13 +389,20 @@ impl<R: AsyncRead + Unpin, S: Future<Output = &'static str>> Reader<R, S> {
         let max_line = self.shared.settings.max_line;
         let mut line = Vec::new();
         loop {
-            let read = tokio::select! {
-                biased;
-                signal = self.shutdown.as_mut(), if self.interrupted.is_none() => {
-                    self.interrupt(signal);
-                    Ok(true)
+            // A line already in the buffer is taken at once; the signal is
+            // looked at whenever the reader has to wait for input (or for
+            // room, in `send`), so at least once per buffer's worth.
+            let read = if self.interrupted.is_none() && take_buffered_line(&mut self.input, &mut line, max_line) {
+                Ok(true)
+            } else {
+                tokio::select! {
+                    biased;
+                    signal = self.shutdown.as_mut(), if self.interrupted.is_none() => {
+                        self.interrupt(signal);
+                        Ok(true)
+                    }
+                    r = read_bounded(&mut self.input, &mut line, max_line) => r,
                 }
-                r = read_bounded(&mut self.input, &mut line, max_line) => r,
             };
             let complete = read?;
             if line.is_empty() {
@@ -440,14 +448,30 @@ impl<R: AsyncRead + Unpin, S: Future<Output = &'static str>> Reader<R, S> {
 
     /// Hands a line to the writer, within the window and the byte budget.
     async fn send(&mut self, output: Output, bytes: usize) -> Result<(), Stop> {
+        use tokio::sync::{TryAcquireError, mpsc::error::TrySendError};
         let n = bytes.clamp(1, self.budget_bytes) as u32;
-        let budget = self.budget.clone();
-        let permit = self.or_signal(budget.acquire_many_owned(n)).await.map_err(|_| Stop::Closed)?;
-        let tx = self.tx.clone();
-        let slot = self.or_signal(tx.reserve()).await.map_err(|_| Stop::Closed)?;
+        // Room is usually there: take it without waiting (or looking at
+        // the signal); wait, watching for the signal, only when it is not.
+        let permit = match self.budget.clone().try_acquire_many_owned(n) {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => return Err(Stop::Closed),
+            Err(TryAcquireError::NoPermits) => {
+                let budget = self.budget.clone();
+                self.or_signal(budget.acquire_many_owned(n)).await.map_err(|_| Stop::Closed)?
+            }
+        };
         let more_buffered = self.input.buffer().contains(&b'\n');
-        slot.send(Slot { output, more_buffered, _budget: permit });
-        Ok(())
+        let slot = Slot { output, more_buffered, _budget: permit };
+        match self.tx.try_send(slot) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Closed(_)) => Err(Stop::Closed),
+            Err(TrySendError::Full(slot)) => {
+                let tx = self.tx.clone();
+                let reserved = self.or_signal(tx.reserve()).await.map_err(|_| Stop::Closed)?;
+                reserved.send(slot);
+                Ok(())
+            }
+        }
     }
 
     /// A line too long to look at: passed through as it comes, in pieces
@@ -610,7 +634,9 @@ fn finish(
             // to replace: the answer's rendering for these settings, made
             // once and kept with the answer, spliced in.
             let mut made = false;
-            let bytes = event::splice_with(&line[..content], event, 0, |out| {
+            // Room for the rendering and the line's ending.
+            let room = body.rendering_len() + line.len() - content;
+            let bytes = event::splice_with(&line[..content], event, room, |out| {
                 made = body
                     .render_into(rendering_key(shared, ask), out, |_| event::members(&output(shared, done).members));
             });
@@ -717,6 +743,20 @@ fn field_keys(s: &Settings) -> Vec<u64> {
         .collect()
 }
 
+/// Takes the next line from what `r` holds already, if a complete one fits
+/// in `max` bytes; `false` (and nothing taken) otherwise.
+fn take_buffered_line<R: AsyncRead + Unpin>(r: &mut BufReader<R>, buf: &mut Vec<u8>, max: usize) -> bool {
+    let available = r.buffer();
+    match memchr::memchr(b'\n', available) {
+        Some(i) if buf.is_empty() && i < max => {
+            buf.extend_from_slice(&available[..=i]);
+            Pin::new(r).consume(i + 1);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Reads up to and including the next newline into `buf`, but no more than
 /// `max` bytes. `true` when the line ended (newline or end of input),
 /// `false` when `max` was reached first and the rest is still unread.
@@ -729,7 +769,7 @@ async fn read_bounded<R: AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>, max
             return Ok(true);
         }
         let room = max.saturating_sub(buf.len());
-        if let Some(i) = available.iter().position(|b| *b == b'\n') {
+        if let Some(i) = memchr::memchr(b'\n', available) {
             if i < room {
                 buf.extend_from_slice(&available[..=i]);
                 r.consume(i + 1);
@@ -766,7 +806,8 @@ async fn write_lines<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
     let mut out = Flusher {
-        out: BufWriter::with_capacity(1 << 16, output),
+        out: output,
+        staged: Vec::with_capacity(STAGED),
         unflushed: Vec::new(),
         progress,
         shared: shared.clone(),
@@ -781,23 +822,27 @@ async fn write_lines<W: AsyncWrite + Unpin>(
             },
         };
         let more_buffered = slot.more_buffered;
-        let waits = !slot.output.is_done() && !out.unflushed.is_empty();
-        let resolving = slot.output.resolve(&shared);
-        let (bytes, class) = if waits {
-            let mut resolving = std::pin::pin!(resolving);
-            tokio::select! {
-                biased;
-                done = resolving.as_mut() => done,
-                () = tokio::time::sleep(FLUSH_GRACE) => {
-                    out.flush().await?;
+        let (bytes, class) = match slot.output {
+            Output::Ready(bytes, class) => (bytes, class),
+            pending => {
+                let waits = !pending.is_done() && !out.unflushed.is_empty();
+                let resolving = pending.resolve(&shared);
+                if waits {
+                    let mut resolving = std::pin::pin!(resolving);
+                    tokio::select! {
+                        biased;
+                        done = resolving.as_mut() => done,
+                        () = tokio::time::sleep(FLUSH_GRACE) => {
+                            out.flush().await?;
+                            resolving.await
+                        }
+                    }
+                } else {
                     resolving.await
                 }
             }
-        } else {
-            resolving.await
         };
-        out.out.write_all(&bytes).await?;
-        out.unflushed.push(class);
+        out.write(&bytes, class).await?;
         drop(slot._budget);
         next = rx.try_recv().ok();
         if next.is_none() && !more_buffered {
@@ -807,17 +852,36 @@ async fn write_lines<W: AsyncWrite + Unpin>(
     out.flush().await
 }
 
-/// The output, and the classes of the lines written to it since it was
-/// last flushed: they are counted once flushed.
+/// Bytes gathered before they are handed to the output.
+const STAGED: usize = 64 << 10;
+
+/// The output, the bytes written since they were last handed to it, and
+/// the classes of the lines written since it was last flushed: they are
+/// counted once flushed.
 struct Flusher<W> {
-    out: BufWriter<W>,
+    out: W,
+    staged: Vec<u8>,
     unflushed: Vec<Class>,
     progress: Option<indicatif::ProgressBar>,
     shared: Arc<Shared>,
 }
 
 impl<W: AsyncWrite + Unpin> Flusher<W> {
+    async fn write(&mut self, bytes: &[u8], class: Class) -> std::io::Result<()> {
+        self.staged.extend_from_slice(bytes);
+        self.unflushed.push(class);
+        if self.staged.len() >= STAGED {
+            self.out.write_all(&self.staged).await?;
+            self.staged.clear();
+        }
+        Ok(())
+    }
+
     async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.staged.is_empty() {
+            self.out.write_all(&self.staged).await?;
+            self.staged.clear();
+        }
         self.out.flush().await?;
         for class in self.unflushed.drain(..) {
             self.shared.counters.count(class);

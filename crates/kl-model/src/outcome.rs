@@ -1,6 +1,7 @@
 //! What a backend answers, and what became of one lookup.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{Map, Value};
@@ -25,6 +26,9 @@ pub struct Body(Arc<Inner>);
 
 struct Inner {
     text: Packed,
+    /// The length of the kept rendering, unpacked (0 before one is made):
+    /// what a caller reserves room for.
+    rendering_len: AtomicUsize,
     /// The last rendering asked for, packed, and the key of the settings it
     /// was made with. A std mutex: held to compare a key and unpack.
     rendering: Mutex<Option<(u64, Packed)>>,
@@ -73,8 +77,6 @@ impl Packed {
     /// Appends the unpacked bytes to `out`.
     fn unpack_into(&self, dict: &'static Dict, out: &mut Vec<u8>) {
         let start = out.len();
-        // Room for a line's closing brace and ending too.
-        out.reserve(self.len + 8);
         out.resize(start + self.len, 0);
         let written = match (self.dict, dict.get()) {
             (true, Some(d)) => lz4_flex::block::decompress_into_with_dict(&self.bytes, &mut out[start..], d),
@@ -113,7 +115,11 @@ impl Body {
     }
 
     fn from_text(text: &str) -> Body {
-        Body(Arc::new(Inner { text: Packed::new(text.as_bytes(), &TEXT_DICT), rendering: Mutex::new(None) }))
+        Body(Arc::new(Inner {
+            text: Packed::new(text.as_bytes(), &TEXT_DICT),
+            rendering_len: AtomicUsize::new(0),
+            rendering: Mutex::new(None),
+        }))
     }
 
     /// A body from text a body once gave (a cache entry); `None` unless it
@@ -170,7 +176,14 @@ impl Body {
         out.extend_from_slice(&bytes);
         kept = self.0.rendering.lock().unwrap_or_else(|p| p.into_inner());
         *kept = Some((key, Packed::new(&bytes, &RENDERING_DICT)));
+        self.0.rendering_len.store(bytes.len(), Ordering::Relaxed);
         true
+    }
+
+    /// The length of the rendering last made (0 before one is): room to
+    /// reserve before [`Body::render_into`].
+    pub fn rendering_len(&self) -> usize {
+        self.0.rendering_len.load(Ordering::Relaxed)
     }
 }
 

@@ -177,7 +177,13 @@ pub fn raw_type(v: &RawValue) -> &'static str {
 
 /// The string a raw value holds, if it is a string.
 pub fn raw_string(v: &RawValue) -> Option<String> {
-    serde_json::from_str::<String>(v.get()).ok()
+    let text = v.get();
+    // A string without escapes (and so without control characters, which
+    // a parsed event cannot hold unescaped) is its text between the quotes.
+    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(inner) if !inner.contains(['\\', '"']) => Some(inner.to_owned()),
+        _ => serde_json::from_str::<String>(text).ok(),
+    }
 }
 
 /// `additions` serialised as members (`"a":1,"b":2`).
