@@ -400,8 +400,14 @@ impl Engine {
         if let (Some(store), Some(k)) = (&inner.opts.store, &store_key) {
             let read = match inner.prepare.get() {
                 Some(prepare) => {
-                    let (prepare, function) = (prepare.clone(), *function);
-                    store.get_prepared(k, Arc::new(move |body: &Body| (prepare.0)(function, body))).await
+                    let (prepare, engine, key) = (prepare.clone(), self.clone(), key.clone());
+                    let prepare = move |body: &Body| {
+                        (prepare.0)(key.0, body);
+                        // The answer may be in the memo already: weigh it
+                        // again with what it now holds.
+                        engine.inner.memo.reweigh(&key);
+                    };
+                    store.get_prepared(k, Arc::new(prepare)).await
                 }
                 None => store.get(k).await,
             };

@@ -110,8 +110,10 @@ impl Memo {
         if !outcome.is_answer() || ttl.is_zero() {
             return;
         }
-        let weight = weight(&key, outcome);
         let Some(mut lru) = self.lock() else { return };
+        // Weighed under the lock: a rendering made meanwhile on another
+        // thread is either counted here or by the `reweigh` that follows it.
+        let weight = weight(&key, outcome);
         lru.remove(&key);
         if weight > self.budget {
             return;

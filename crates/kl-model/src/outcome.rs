@@ -29,6 +29,8 @@ struct Inner {
     /// The length of the kept rendering, unpacked (0 before one is made):
     /// what a caller reserves room for.
     rendering_len: AtomicUsize,
+    /// The bytes the kept rendering holds, packed.
+    rendering_held: AtomicUsize,
     /// The last rendering asked for, packed, and the key of the settings it
     /// was made with. A std mutex: held to compare a key and unpack.
     rendering: Mutex<Option<(u64, Packed)>>,
@@ -118,6 +120,7 @@ impl Body {
         Body(Arc::new(Inner {
             text: Packed::new(text.as_bytes(), &TEXT_DICT),
             rendering_len: AtomicUsize::new(0),
+            rendering_held: AtomicUsize::new(0),
             rendering: Mutex::new(None),
         }))
     }
@@ -148,9 +151,7 @@ impl Body {
 
     /// Bytes held: the packed text and the rendering, if one is made.
     pub fn held(&self) -> usize {
-        let rendering =
-            self.0.rendering.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map_or(0, |(_, r)| r.bytes.len());
-        self.0.text.bytes.len() + rendering
+        self.0.text.bytes.len() + self.0.rendering_held.load(Ordering::Relaxed)
     }
 
     /// Whether the answer holds no section at all (no data: Grey).
@@ -163,6 +164,10 @@ impl Body {
     /// `out`: the one made last, when it was made for the same key, else
     /// `make`'s, which then replaces it. The rendering lives as long as the
     /// body. `true` when `make` was called (the body now holds more).
+    ///
+    /// A rendering is made under the body's lock: two threads that want it
+    /// at once (a cache's thread preparing it, the stream needing it) make
+    /// it once, the second waiting for the first.
     pub fn render_into(&self, key: u64, out: &mut Vec<u8>, make: impl FnOnce(&Body) -> Vec<u8>) -> bool {
         let mut kept = self.0.rendering.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((k, packed)) = &*kept {
@@ -171,12 +176,12 @@ impl Body {
                 return false;
             }
         }
-        drop(kept);
         let bytes = make(self);
         out.extend_from_slice(&bytes);
-        kept = self.0.rendering.lock().unwrap_or_else(|p| p.into_inner());
-        *kept = Some((key, Packed::new(&bytes, &RENDERING_DICT)));
+        let packed = Packed::new(&bytes, &RENDERING_DICT);
         self.0.rendering_len.store(bytes.len(), Ordering::Relaxed);
+        self.0.rendering_held.store(packed.bytes.len(), Ordering::Relaxed);
+        *kept = Some((key, packed));
         true
     }
 

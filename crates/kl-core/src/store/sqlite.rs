@@ -250,6 +250,7 @@ fn serve(mut conn: Connection, rx: Receiver<Msg>, path: &Path, warned: &AtomicBo
                     }
                 }
                 let in_transaction = gets.len() > 1 && conn.execute_batch("BEGIN").is_ok();
+                let mut to_prepare = Vec::new();
                 for (key, prepare, reply) in gets {
                     let pending = batch.rows.iter().rev().find(|r| r.key == key && r.expires_ms > now_ms());
                     let entry = match pending {
@@ -258,12 +259,18 @@ fn serve(mut conn: Connection, rx: Receiver<Msg>, path: &Path, warned: &AtomicBo
                     };
                     let answer = entry.and_then(decode);
                     if let (Some(prepare), Ok(Some(Answer::Data(body)))) = (prepare, &answer) {
-                        prepare(body);
+                        to_prepare.push((prepare, body.clone()));
                     }
                     let _ = reply.send(answer);
                 }
                 if in_transaction {
                     let _ = conn.execute_batch("COMMIT");
+                }
+                // The answers went back first, so the asker need not wait
+                // for this: it prepares what it needs first itself, while
+                // this thread works from the other end of the batch.
+                for (prepare, body) in to_prepare.into_iter().rev() {
+                    prepare(&body);
                 }
             }
             Ok(Msg::Put(row)) => batch.push(row, Instant::now()),

@@ -303,3 +303,43 @@ async fn an_answer_already_there_wins_over_a_deadline_passed_meanwhile() {
     tokio::time::advance(Duration::from_millis(1)).await;
     assert!(matches!(waiting.outcome().await, Outcome::Data(_)));
 }
+
+/// Answers read from the store are prepared on the store's thread, once
+/// each, and what the preparation adds to them counts in the memo's weight
+/// whether it finished before or after the answer reached the memo.
+#[tokio::test]
+async fn answers_prepared_on_the_stores_thread_are_weighed_with_what_they_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()));
+    let with_store = || EngineOptions { store: Some(store.clone()), ..opts(8) };
+    let ips: Vec<String> = (0..300u32).map(|i| format!("11.0.{}.{}", i >> 8, i & 255)).collect();
+    let raws: Vec<&str> = ips.iter().map(String::as_str).collect();
+    let backend = Arc::new(Scripted::default());
+    let filler = Engine::new(backend.clone(), with_store());
+    filler.lookup_all(Function::IpReport, &raws).await;
+    filler.flush().await;
+
+    let held = |outcomes: &[Outcome]| -> u64 {
+        outcomes.iter().map(|o| if let Outcome::Data(b) = o { b.held() as u64 } else { 0 }).sum()
+    };
+    let plain = Engine::new(backend.clone(), with_store());
+    let plain_out = plain.lookup_all(Function::IpReport, &raws).await;
+    plain.flush().await;
+
+    let prepared = Engine::new(backend.clone(), with_store());
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    prepared.prepare_answers(move |function, body| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        body.render_into(function as u64, &mut Vec::new(), |b| format!("rendered {}", b.text()).into_bytes());
+    });
+    let prepared_out = prepared.lookup_all(Function::IpReport, &raws).await;
+    // The store's thread prepares after answering; a flush comes after that.
+    prepared.flush().await;
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 300, "each answer prepared once");
+    assert_eq!(prepared.stats().requests, 0);
+    let (added_held, added_weight) =
+        (held(&prepared_out) - held(&plain_out), prepared.memo_usage().1 - plain.memo_usage().1);
+    assert!(added_held > 0);
+    assert_eq!(added_weight, added_held, "the renderings are weighed");
+}
