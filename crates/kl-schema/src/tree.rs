@@ -233,50 +233,18 @@ impl<'a> Parser<'a> {
         }
         self.skip_ws();
         match *self.bytes.get(self.at)? {
-            b'{' => {
-                self.at += 1;
-                let start = self.tape.toks.len();
-                self.tape.toks.push(Tok::Object(0));
-                if !self.eat(b'}') {
-                    loop {
-                        self.skip_ws();
-                        if self.bytes.get(self.at) != Some(&b'"') {
-                            return None;
-                        }
-                        self.string()?;
-                        if !self.eat(b':') {
-                            return None;
-                        }
-                        self.value(depth + 1)?;
-                        if self.eat(b'}') {
-                            break;
-                        }
-                        if !self.eat(b',') {
-                            return None;
-                        }
-                    }
+            b'{' => self.container(b'}', Tok::Object, |p| {
+                p.skip_ws();
+                if p.bytes.get(p.at) != Some(&b'"') {
+                    return None;
                 }
-                self.tape.toks[start] = Tok::Object(self.tape.toks.len());
-                Some(())
-            }
-            b'[' => {
-                self.at += 1;
-                let start = self.tape.toks.len();
-                self.tape.toks.push(Tok::Array(0));
-                if !self.eat(b']') {
-                    loop {
-                        self.value(depth + 1)?;
-                        if self.eat(b']') {
-                            break;
-                        }
-                        if !self.eat(b',') {
-                            return None;
-                        }
-                    }
+                p.string()?;
+                if !p.eat(b':') {
+                    return None;
                 }
-                self.tape.toks[start] = Tok::Array(self.tape.toks.len());
-                Some(())
-            }
+                p.value(depth + 1)
+            }),
+            b'[' => self.container(b']', Tok::Array, |p| p.value(depth + 1)),
             b'"' => self.string(),
             b't' => self.literal("true", Tok::Bool(true)),
             b'f' => self.literal("false", Tok::Bool(false)),
@@ -284,6 +252,33 @@ impl<'a> Parser<'a> {
             b'-' | b'0'..=b'9' => self.number(),
             _ => None,
         }
+    }
+
+    /// An array or object at its opening bracket: `item` reads each
+    /// element or member, commas between, up to `close`. Its token, made by
+    /// `tok` from the index after its end, goes before its contents.
+    fn container(
+        &mut self,
+        close: u8,
+        tok: fn(usize) -> Tok<'a>,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.at += 1;
+        let start = self.tape.toks.len();
+        self.tape.toks.push(tok(0));
+        if !self.eat(close) {
+            loop {
+                item(self)?;
+                if self.eat(close) {
+                    break;
+                }
+                if !self.eat(b',') {
+                    return None;
+                }
+            }
+        }
+        self.tape.toks[start] = tok(self.tape.toks.len());
+        Some(())
     }
 
     /// A number, checked against JSON's grammar.
