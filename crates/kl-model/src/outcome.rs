@@ -14,11 +14,11 @@ use crate::indicator::{IndicatorError, ObjectKind};
 /// Text, not a parsed tree: a parsed `serde_json::Value` of a typical
 /// answer costs several times its text in memory, and a long-running
 /// process keeps tens of thousands of answers. The text is held
-/// LZ4-compressed (see [`Packed`]) and unpacked when read, which costs
+/// LZ4-compressed against a dictionary and unpacked when read, which costs
 /// about a microsecond a kilobyte. `LicenseInfo` (quota figures, not
 /// intelligence) is never part of a body.
 ///
-/// A body also carries one rendering of itself (see [`Body::rendering`]):
+/// A body also carries one rendering of itself (see [`Body::render_into`]):
 /// a stream that writes the same answer onto many events renders it once,
 /// and the rendering lives and dies with the answer in the memo.
 #[derive(Clone)]
@@ -32,7 +32,8 @@ struct Inner {
     /// The bytes the kept rendering holds, packed.
     rendering_held: AtomicUsize,
     /// The last rendering asked for, packed, and the key of the settings it
-    /// was made with. A std mutex: held to compare a key and unpack.
+    /// was made with. A std mutex: held to compare a key and unpack, and
+    /// while a rendering is made (never across an await).
     rendering: Mutex<Option<(u64, Packed)>>,
 }
 
