@@ -637,8 +637,8 @@ fn finish(
             // Room for the rendering and the line's ending.
             let room = body.rendering_len() + line.len() - content;
             let bytes = event::splice_with(&line[..content], event, room, |out| {
-                made = body
-                    .render_into(rendering_key(shared, ask), out, |_| event::members(&output(shared, done).members));
+                let s = &shared.settings;
+                made = body.render_into(rendering_key(shared, ask), out, |_| members(s, &shared.assembled.ecs, done));
             });
             if made {
                 // The memo weighs what the answer now holds.
