@@ -192,14 +192,10 @@ pub fn members(additions: &Map<String, Value>) -> Vec<u8> {
     text[1..text.len() - 1].to_vec()
 }
 
-/// `original` with `members` (serialised `"key":value` pairs, see
-/// [`members`]) added before the closing brace, every other byte unchanged.
-/// The caller makes sure the event holds none of those keys.
-pub fn splice(original: &[u8], event: &RawEvent<'_>, members: &[u8]) -> Vec<u8> {
-    splice_with(original, event, members.len(), |out| out.extend_from_slice(members))
-}
-
-/// [`splice`], with the members appended by `write` (about `hint` bytes).
+/// `original` with members (serialised `"key":value` pairs, see
+/// [`members`]) added before the closing brace by `write` (about `hint`
+/// bytes), every other byte unchanged. The caller makes sure the event
+/// holds none of those keys.
 pub fn splice_with(original: &[u8], event: &RawEvent<'_>, hint: usize, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let at = event.members.last().map_or(event.close, |m| m.span.end);
     let mut out = Vec::with_capacity(original.len() + hint + 1);
@@ -478,9 +474,14 @@ mod tests {
             [("{\"a\":1 }\r\n", "{\"a\":1,\"k\":2 }\r\n"), ("{ }", "{ \"k\":2}"), ("{}", "{\"k\":2}")]
         {
             let e = RawEvent::parse(text.as_bytes()).unwrap();
-            assert_eq!(String::from_utf8(splice(text.as_bytes(), &e, b"\"k\":2")).unwrap(), expected);
             assert_eq!(
-                String::from_utf8(splice(text.as_bytes(), &e, b"\"k\":2")).unwrap(),
+                String::from_utf8(splice_with(text.as_bytes(), &e, 5, |out| out.extend_from_slice(b"\"k\":2")))
+                    .unwrap(),
+                expected
+            );
+            assert_eq!(
+                String::from_utf8(splice_with(text.as_bytes(), &e, 5, |out| out.extend_from_slice(b"\"k\":2")))
+                    .unwrap(),
                 write(text, &set(&[("k", json!(2))], false)),
                 "splice and apply agree"
             );
