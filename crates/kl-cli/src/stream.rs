@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kl_core::Waiting;
-use kl_model::{Function, FunctionChoice, Outcome};
+use kl_model::{Body, Function, FunctionChoice, Outcome};
 use kl_schema::Style;
-use kl_schema::event::{self, FieldPath, RawEvent, raw_string, raw_type};
+use kl_schema::event::{self, FieldPath, RawEvent, Splice, raw_string, raw_type};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
@@ -232,7 +232,7 @@ struct Slot {
 }
 
 enum Output {
-    Ready(Vec<u8>, Class),
+    Ready(Written, Class),
     /// A line whose lookups are running (on the engine's tasks): the writer
     /// finishes it once they end.
     Pending(Box<PendingLine>),
@@ -241,6 +241,49 @@ enum Output {
 struct PendingLine {
     line: Vec<u8>,
     asks: Vec<(Ask, State)>,
+}
+
+/// A line's output: its bytes, or a line and one answer to add to it.
+enum Written {
+    Bytes(Vec<u8>),
+    /// The common case, a line with one answer and nothing of ours to
+    /// replace: the answer's rendering for these settings (made once and
+    /// kept with the answer) is unpacked straight into the output, with
+    /// the line around it, rather than into bytes of the line's own.
+    Spliced {
+        line: Vec<u8>,
+        splice: Splice,
+        ask: Ask,
+        body: Body,
+    },
+}
+
+impl From<Vec<u8>> for Written {
+    fn from(bytes: Vec<u8>) -> Written {
+        Written::Bytes(bytes)
+    }
+}
+
+impl Written {
+    /// Appends the line to `out`.
+    fn write_into(self, out: &mut Vec<u8>, shared: &Shared) {
+        let (line, splice, ask, body) = match self {
+            Written::Bytes(bytes) => return out.extend_from_slice(&bytes),
+            Written::Spliced { line, splice, ask, body } => (line, splice, ask, body),
+        };
+        out.reserve(line.len() + body.rendering_len() + 1);
+        let mut made = false;
+        splice.write_into(out, &line, |out| {
+            made = body.render_into(rendering_key(shared, &ask), out, |body| {
+                let done = [(ask.clone(), Outcome::Data(body.clone()))];
+                members(&shared.settings, &shared.assembled.ecs, &done)
+            });
+        });
+        if made {
+            // The memo weighs what the answer now holds.
+            shared.assembled.engine.reweigh(ask.function, &ask.raw);
+        }
+    }
 }
 
 impl Output {
@@ -254,7 +297,7 @@ impl Output {
         }
     }
 
-    async fn resolve(self, shared: &Shared) -> (Vec<u8>, Class) {
+    async fn resolve(self, shared: &Shared) -> (Written, Class) {
         let p = match self {
             Output::Ready(bytes, class) => return (bytes, class),
             Output::Pending(p) => p,
@@ -269,9 +312,11 @@ impl Output {
         }
         let content = split_ending(&p.line);
         let readable = event::lenient(&p.line[..content]);
-        match RawEvent::parse(&readable) {
-            Some(event) => finish(shared, &p.line, content, &event, &done),
-            None => (p.line.clone(), Class::Passed),
+        let finished = RawEvent::parse(&readable).map(|event| finish(shared, &p.line, content, &event, done));
+        drop(readable);
+        match finished {
+            Some((finished, class)) => (finished.with_line(p.line), class),
+            None => (p.line.into(), Class::Passed),
         }
     }
 }
@@ -303,7 +348,7 @@ where
     let budget_bytes = BYTE_BUDGET.max(2 * settings.max_line);
     let budget = Arc::new(Semaphore::new(budget_bytes));
     let progress = settings.progress.then(progress_bar);
-    let field_keys = field_keys(&settings);
+    let field_keys = field_keys(&settings, &assembled.ecs);
     let shared = Arc::new(Shared { assembled, settings, counters: Counters::default(), field_keys });
     prepare_answers(&shared);
     let writer = tokio::spawn(write_lines(rx, output, progress.clone(), shared.clone()));
@@ -414,7 +459,7 @@ impl<R: AsyncRead + Unpin, S: Future<Output = &'static str>> Reader<R, S> {
             }
             let result = if self.interrupted.is_some() {
                 // A line cut short by the signal goes out as it came.
-                self.send(Output::Ready(std::mem::take(&mut line), Class::Passed), 1).await
+                self.send(Output::Ready(std::mem::take(&mut line).into(), Class::Passed), 1).await
             } else if complete {
                 let bytes = line.len();
                 self.send(prepare(&self.shared, std::mem::take(&mut line), self.lines), bytes).await
@@ -502,20 +547,22 @@ impl<R: AsyncRead + Unpin, S: Future<Output = &'static str>> Reader<R, S> {
             };
             let last = done && next.is_empty();
             let class = if last { Class::Passed } else { Class::Piece };
-            if let Err(stop) = self.send(Output::Ready(std::mem::replace(&mut piece, next), class), PIECE).await {
+            if let Err(stop) = self.send(Output::Ready(std::mem::replace(&mut piece, next).into(), class), PIECE).await
+            {
                 return Ok(Err(stop));
             }
             if last {
                 return Ok(Ok(()));
             }
             if done {
-                return Ok(self.send(Output::Ready(piece, Class::Passed), PIECE).await);
+                return Ok(self.send(Output::Ready(piece.into(), Class::Passed), PIECE).await);
             }
         }
     }
 }
 
 /// One indicator field of a line.
+#[derive(Clone)]
 struct Ask {
     field: usize,
     function: Function,
@@ -552,14 +599,15 @@ fn prepare(shared: &Arc<Shared>, line: Vec<u8>, number: u64) -> Output {
                     "line {number} holds bytes that are not UTF-8 and cannot be read as a JSON object; it is passed through unchanged (the summary counts such lines)"
                 );
             }
-            return Output::Ready(line, Class::Unreadable);
+            return Output::Ready(line.into(), Class::Unreadable);
         }
-        return Output::Ready(line, Class::Passed);
+        return Output::Ready(line.into(), Class::Passed);
     };
     let asks = asks(shared, &line[..content], &event);
     if asks.is_empty() {
         drop(event);
-        return Output::Ready(line, Class::Passed);
+        drop(readable);
+        return Output::Ready(line.into(), Class::Passed);
     }
     if asks.iter().all(|(_, state)| matches!(state, State::Now(_))) {
         let done: Vec<(Ask, Outcome)> = asks
@@ -569,8 +617,10 @@ fn prepare(shared: &Arc<Shared>, line: Vec<u8>, number: u64) -> Output {
                 State::Later(_) => None,
             })
             .collect();
-        let (bytes, class) = finish(shared, &line, content, &event, &done);
-        return Output::Ready(bytes, class);
+        let (finished, class) = finish(shared, &line, content, &event, done);
+        drop(event);
+        drop(readable);
+        return Output::Ready(finished.with_line(line), class);
     }
     drop(event);
     Output::Pending(Box::new(PendingLine { line, asks }))
@@ -613,14 +663,31 @@ fn asks(shared: &Shared, original: &[u8], event: &RawEvent<'_>) -> Vec<(Ask, Sta
     out
 }
 
-/// The line with the answers written on, and how it went.
+/// What becomes of a line whose lookups are done.
+enum Finished {
+    /// One answer, added where the line is written ([`Written::Spliced`]).
+    Splice(Splice, Ask, Body),
+    /// The line with the answers written on.
+    Bytes(Vec<u8>),
+}
+
+impl Finished {
+    fn with_line(self, line: Vec<u8>) -> Written {
+        match self {
+            Finished::Splice(splice, ask, body) => Written::Spliced { line, splice, ask, body },
+            Finished::Bytes(bytes) => Written::Bytes(bytes),
+        }
+    }
+}
+
+/// The line with the answers written on (or to be), and how it went.
 fn finish(
     shared: &Shared,
     line: &[u8],
     content: usize,
     event: &RawEvent<'_>,
-    done: &[(Ask, Outcome)],
-) -> (Vec<u8>, Class) {
+    mut done: Vec<(Ask, Outcome)>,
+) -> (Finished, Class) {
     let class = if done.iter().any(|(_, o)| matches!(o, Outcome::Failed(_))) {
         Class::Error
     } else if done.iter().any(|(_, o)| o.is_answer()) {
@@ -628,28 +695,15 @@ fn finish(
     } else {
         Class::Skipped
     };
-    let mut bytes = match done {
-        [(ask, Outcome::Data(body))] if !clashes(&shared.settings, ask, event) => {
-            // The common case, a line with one answer and nothing of ours
-            // to replace: the answer's rendering for these settings, made
-            // once and kept with the answer, spliced in.
-            let mut made = false;
-            // Room for the rendering and the line's ending.
-            let room = body.rendering_len() + line.len() - content;
-            let bytes = event::splice_with(&line[..content], event, room, |out| {
-                let s = &shared.settings;
-                made = body.render_into(rendering_key(shared, ask), out, |_| members(s, &shared.assembled.ecs, done));
-            });
-            if made {
-                // The memo weighs what the answer now holds.
-                shared.assembled.engine.reweigh(ask.function, &ask.raw);
-            }
-            bytes
+    if let [(ask, Outcome::Data(_))] = &done[..] {
+        if !clashes(&shared.settings, ask, event) {
+            let Some((ask, Outcome::Data(body))) = done.pop() else { unreachable!("one answer with data") };
+            return (Finished::Splice(event.splice(), ask, body), class);
         }
-        _ => event::apply(&line[..content], event, &output(shared, done)),
-    };
+    }
+    let mut bytes = event::apply(&line[..content], event, &output(shared, &done));
     bytes.extend_from_slice(&line[content..]);
-    (bytes, class)
+    (Finished::Bytes(bytes), class)
 }
 
 fn output(shared: &Shared, done: &[(Ask, Outcome)]) -> kl_schema::Output {
@@ -680,16 +734,19 @@ fn with_items<T>(s: &Settings, done: &[(Ask, Outcome)], f: impl FnOnce(&[kl_sche
 
 /// Renders answers read from the persistent cache on the cache's thread,
 /// as [`finish`] would render them for the stream's one field, so the
-/// thread that reads and writes events finds them rendered. Only where the
-/// rendering does not depend on the event (one field; not ECS, which names
-/// the indicator as written).
+/// thread that reads and writes events finds them rendered; a cache that
+/// keeps renderings with answers keeps these, and gives them back to the
+/// next stream with the same settings. Only where the rendering does not
+/// depend on the event (one field; not ECS, which names the indicator as
+/// written).
 fn prepare_answers(shared: &Shared) {
     let s = &shared.settings;
     if s.fields.len() != 1 || s.style == Style::Ecs {
         return;
     }
     let (settings, ecs, field_key) = (s.clone(), shared.assembled.ecs.clone(), shared.field_keys[0]);
-    shared.assembled.engine.prepare_answers(move |function, body| {
+    let key = move |function| settings_key(field_key, function);
+    shared.assembled.engine.prepare_answers(key, move |function, body| {
         let ask = Ask { field: 0, function, raw: String::new() };
         let done = [(ask, Outcome::Data(body.clone()))];
         let key = settings_key(field_key, function);
@@ -730,17 +787,37 @@ fn settings_key(field_key: u64, function: Function) -> u64 {
     field_key.wrapping_add(function as u64)
 }
 
-/// The settings' part of each field's [`rendering_key`].
-fn field_keys(s: &Settings) -> Vec<u64> {
+/// The settings' part of each field's [`rendering_key`]. Renderings are
+/// kept in a persistent cache too, so the key holds everything they depend
+/// on besides the answer, down to the build of kl that makes them.
+fn field_keys(s: &Settings, ecs: &kl_schema::Ecs) -> Vec<u64> {
     use std::hash::{Hash, Hasher};
+    let build = build_identity();
     s.fields
         .iter()
         .map(|field| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            (s.style as u8, &s.target, field.path.as_str(), &field.target).hash(&mut h);
+            (&build, format!("{ecs:?}"), s.style as u8, &s.target, field.path.as_str(), &field.target).hash(&mut h);
             h.finish()
         })
         .collect()
+}
+
+/// What tells this build of kl from any other that may share its cache:
+/// the version, and the executable file (device, inode, size, modification
+/// time), which a rebuild or an upgrade changes. When the file cannot be
+/// read, a value of this process alone: its renderings are then never
+/// reused by another.
+fn build_identity() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let version = env!("CARGO_PKG_VERSION");
+    match std::env::current_exe().and_then(std::fs::metadata) {
+        Ok(m) => format!("{version} {} {} {} {}.{}", m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()),
+        Err(_) => {
+            format!("{version} process {}", std::collections::hash_map::RandomState::new().build_hasher().finish())
+        }
+    }
 }
 
 /// Takes the next line from what `r` holds already, if a complete one fits
@@ -823,7 +900,7 @@ async fn write_lines<W: AsyncWrite + Unpin>(
         };
         let more_buffered = slot.more_buffered;
         let (bytes, class) = match slot.output {
-            Output::Ready(bytes, class) => (bytes, class),
+            Output::Ready(written, class) => (written, class),
             pending => {
                 let waits = !pending.is_done() && !out.unflushed.is_empty();
                 let resolving = pending.resolve(&shared);
@@ -842,7 +919,7 @@ async fn write_lines<W: AsyncWrite + Unpin>(
                 }
             }
         };
-        out.write(&bytes, class).await?;
+        out.write(bytes, class).await?;
         drop(slot._budget);
         next = rx.try_recv().ok();
         if next.is_none() && !more_buffered {
@@ -867,8 +944,8 @@ struct Flusher<W> {
 }
 
 impl<W: AsyncWrite + Unpin> Flusher<W> {
-    async fn write(&mut self, bytes: &[u8], class: Class) -> std::io::Result<()> {
-        self.staged.extend_from_slice(bytes);
+    async fn write(&mut self, written: Written, class: Class) -> std::io::Result<()> {
+        written.write_into(&mut self.staged, &self.shared);
         self.unflushed.push(class);
         if self.staged.len() >= STAGED {
             self.out.write_all(&self.staged).await?;

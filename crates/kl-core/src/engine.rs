@@ -158,9 +158,12 @@ struct Inner {
     prepare: OnceLock<PrepareHook>,
 }
 
-/// [`Engine::prepare_answers`]'s work.
+/// [`Engine::prepare_answers`]'s work, and the key of its settings.
 #[derive(Clone)]
-struct PrepareHook(Arc<PrepareFn>);
+struct PrepareHook {
+    key: Arc<dyn Fn(Function) -> u64 + Send + Sync>,
+    run: Arc<PrepareFn>,
+}
 
 type PrepareFn = dyn Fn(Function, &Body) + Send + Sync;
 
@@ -270,10 +273,35 @@ impl Engine {
 
     /// Has `prepare` run on each answer read from the persistent store, on
     /// the store's own thread when it has one: a stream renders the answers
-    /// there, off the thread that reads and writes events. Set once; later
-    /// calls are ignored.
-    pub fn prepare_answers(&self, prepare: impl Fn(Function, &Body) + Send + Sync + 'static) {
-        let _ = self.inner.prepare.set(PrepareHook(Arc::new(prepare)));
+    /// there, off the thread that reads and writes events. `prepare` makes
+    /// the body's rendering for the settings `key` gives for a function
+    /// (see [`store::Prepare`]); a store that keeps renderings keeps it
+    /// with the answer and gives it back instead. Set once; later calls
+    /// are ignored.
+    pub fn prepare_answers(
+        &self,
+        key: impl Fn(Function) -> u64 + Send + Sync + 'static,
+        prepare: impl Fn(Function, &Body) + Send + Sync + 'static,
+    ) {
+        let _ = self.inner.prepare.set(PrepareHook { key: Arc::new(key), run: Arc::new(prepare) });
+    }
+
+    /// The store's form of the prepare hook for one lookup: it runs the
+    /// hook, then weighs the answer again in the memo, where it may be
+    /// already, with what it now holds.
+    fn store_prepare(&self, key: &Key) -> Option<store::Prepare> {
+        let hook = self.inner.prepare.get()?.clone();
+        // Weak: a store may hold this while it writes, and must not keep
+        // the engine (which holds the store) alive.
+        let (engine, key) = (Arc::downgrade(&self.inner), key.clone());
+        let settings = (hook.key)(key.0);
+        let run = move |body: &Body| {
+            (hook.run)(key.0, body);
+            if let Some(inner) = engine.upgrade() {
+                inner.memo.reweigh(&key);
+            }
+        };
+        Some(store::Prepare { key: settings, run: Arc::new(run) })
     }
 
     /// Tells the memo that the answer it holds for this lookup has grown (a
@@ -398,17 +426,8 @@ impl Engine {
         let store_key = inner.opts.store.as_ref().map(|_| store::key(&inner.scope, *function, indicator));
         let mut holding = false;
         if let (Some(store), Some(k)) = (&inner.opts.store, &store_key) {
-            let read = match inner.prepare.get() {
-                Some(prepare) => {
-                    let (prepare, engine, key) = (prepare.clone(), self.clone(), key.clone());
-                    let prepare = move |body: &Body| {
-                        (prepare.0)(key.0, body);
-                        // The answer may be in the memo already: weigh it
-                        // again with what it now holds.
-                        engine.inner.memo.reweigh(&key);
-                    };
-                    store.get_prepared(k, Arc::new(prepare)).await
-                }
+            let read = match self.store_prepare(key) {
+                Some(prepare) => store.get_prepared(k, prepare).await,
                 None => store.get(k).await,
             };
             let found = match read {
@@ -439,7 +458,10 @@ impl Engine {
                 }
                 let ttl = self.ttl_of(&fetched.answer);
                 if let (Some(store), Some(k)) = (&inner.opts.store, &store_key) {
-                    store.put(k, &fetched.answer, ttl);
+                    match self.store_prepare(key) {
+                        Some(prepare) => store.put_prepared(k, &fetched.answer, ttl, prepare),
+                        None => store.put(k, &fetched.answer, ttl),
+                    }
                 }
                 let outcome = Outcome::from(fetched.answer);
                 inner.memo.insert(key.clone(), &outcome, ttl);

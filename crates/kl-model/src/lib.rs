@@ -19,6 +19,6 @@ pub use function::{Function, FunctionChoice, UnknownFunction};
 pub use indicator::{
     HashKind, Indicator, IndicatorError, MAX_URL_LEN, ObjectKind, encode_segment, is_private_or_reserved,
 };
-pub use outcome::{Answer, Body, LICENSE_SECTION, Outcome, json_type};
+pub use outcome::{Answer, Body, Dictionaries, LICENSE_SECTION, Outcome, PackedBody, json_type};
 pub use privacy::Policy;
 pub use zone::{Portal, Zone};

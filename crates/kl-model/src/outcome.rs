@@ -77,19 +77,70 @@ impl Packed {
         Packed { bytes: bytes.into_boxed_slice(), len: data.len(), dict: dict.is_some() }
     }
 
-    /// Appends the unpacked bytes to `out`.
+    /// Appends the unpacked bytes to `out`; nothing, if they do not unpack
+    /// (packed forms read back from a cache are not trusted blindly).
     fn unpack_into(&self, dict: &'static Dict, out: &mut Vec<u8>) {
         let start = out.len();
         out.resize(start + self.len, 0);
         let written = match (self.dict, dict.get()) {
             (true, Some(d)) => lz4_flex::block::decompress_into_with_dict(&self.bytes, &mut out[start..], d),
             (false, _) => lz4_flex::block::decompress_into(&self.bytes, &mut out[start..]),
-            (true, None) => unreachable!("bytes were packed against a dictionary that is not set"),
+            (true, None) => Ok(0),
         };
-        // Only what was packed here is ever unpacked: this cannot fail.
         if written.ok() != Some(self.len) {
             out.truncate(start);
         }
+    }
+}
+
+/// A body's text and one rendering, packed against the process's
+/// [`Dictionaries`]: what a persistent cache keeps so that a later process
+/// with the same dictionaries takes the answer up without decoding,
+/// checking, packing or rendering it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedBody {
+    pub text: Vec<u8>,
+    pub text_len: usize,
+    pub rendering: Vec<u8>,
+    pub rendering_len: usize,
+}
+
+/// The dictionaries bodies of this process are packed against, once both
+/// are set.
+#[derive(Debug, Clone, Copy)]
+pub struct Dictionaries {
+    pub text: &'static [u8],
+    pub rendering: &'static [u8],
+}
+
+impl Dictionaries {
+    /// This process's, once both are set.
+    pub fn get() -> Option<Dictionaries> {
+        Some(Dictionaries { text: TEXT_DICT.get()?, rendering: RENDERING_DICT.get()? })
+    }
+
+    /// Sets the dictionaries to those another process used (a persistent
+    /// cache keeps them), for those not set yet; to be called before
+    /// anything is packed. Returns this process's dictionaries after.
+    pub fn adopt(text: &[u8], rendering: &[u8]) -> Option<Dictionaries> {
+        if text.len() >= DICT_MIN {
+            TEXT_DICT.get_or_init(|| text.into());
+        }
+        if rendering.len() >= DICT_MIN {
+            RENDERING_DICT.get_or_init(|| rendering.into());
+        }
+        Dictionaries::get()
+    }
+
+    /// Tells these dictionaries from others: packed forms are shared only
+    /// between processes whose ids match.
+    pub fn id(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.text, self.rendering).hash(&mut h);
+        // SQLite keeps signed 64-bit integers; the top bit is dropped so an
+        // id reads back as it was written, whatever the column's type.
+        h.finish() >> 1
     }
 }
 
@@ -184,6 +235,38 @@ impl Body {
         self.0.rendering_held.store(packed.bytes.len(), Ordering::Relaxed);
         *kept = Some((key, packed));
         true
+    }
+
+    /// The body's text and its rendering for the settings `key` stands
+    /// for, as held: packed against the process's [`Dictionaries`]. `None`
+    /// unless a rendering for `key` is kept and both were packed against
+    /// the dictionaries (an answer too short to be is not).
+    pub fn packed(&self, key: u64) -> Option<PackedBody> {
+        let kept = self.0.rendering.lock().unwrap_or_else(|p| p.into_inner());
+        match kept.as_ref() {
+            Some((k, rendering)) if *k == key && rendering.dict && self.0.text.dict => Some(PackedBody {
+                text: self.0.text.bytes.to_vec(),
+                text_len: self.0.text.len,
+                rendering: rendering.bytes.to_vec(),
+                rendering_len: rendering.len,
+            }),
+            _ => None,
+        }
+    }
+
+    /// A body from what [`Body::packed`] gave, with its rendering kept for
+    /// `key`. Only for packed forms made against the dictionaries this
+    /// process has now (see [`Dictionaries::id`]); the text is not checked
+    /// again. Bytes that do not unpack read as an empty answer.
+    pub fn from_packed(key: u64, packed: PackedBody) -> Body {
+        let text = Packed { bytes: packed.text.into_boxed_slice(), len: packed.text_len, dict: true };
+        let rendering = Packed { bytes: packed.rendering.into_boxed_slice(), len: packed.rendering_len, dict: true };
+        Body(Arc::new(Inner {
+            text,
+            rendering_len: AtomicUsize::new(rendering.len),
+            rendering_held: AtomicUsize::new(rendering.bytes.len()),
+            rendering: Mutex::new(Some((key, rendering))),
+        }))
     }
 
     /// The length of the rendering last made (0 before one is): room to

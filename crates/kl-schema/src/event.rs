@@ -192,25 +192,40 @@ pub fn members(additions: &Map<String, Value>) -> Vec<u8> {
     text[1..text.len() - 1].to_vec()
 }
 
-/// `original` with members (serialised `"key":value` pairs, see
-/// [`members`]) added before the closing brace by `write` (about `hint`
-/// bytes), every other byte unchanged. The caller makes sure the event
-/// holds none of those keys.
-pub fn splice_with(original: &[u8], event: &RawEvent<'_>, hint: usize, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-    let at = event.members.last().map_or(event.close, |m| m.span.end);
-    let mut out = Vec::with_capacity(original.len() + hint + 1);
-    out.extend_from_slice(&original[..at]);
-    let comma = !event.members.is_empty();
-    if comma {
-        out.push(b',');
+/// Where members (serialised `"key":value` pairs, see [`members`]) are
+/// added to an event: before its closing brace, after a comma when it has
+/// members already. Only offsets, so the line can travel without the
+/// event that borrows from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Splice {
+    at: usize,
+    comma: bool,
+}
+
+impl RawEvent<'_> {
+    /// Where members are added to this event.
+    pub fn splice(&self) -> Splice {
+        Splice { at: self.members.last().map_or(self.close, |m| m.span.end), comma: !self.members.is_empty() }
     }
-    let before = out.len();
-    write(&mut out);
-    if comma && out.len() == before {
-        out.pop();
+}
+
+impl Splice {
+    /// Appends `original` (the bytes the event was parsed from, and any
+    /// bytes after them, such as a line ending) to `out`, with the members
+    /// `write` appends added here, every other byte unchanged. The caller
+    /// makes sure the event holds none of those keys.
+    pub fn write_into(self, out: &mut Vec<u8>, original: &[u8], write: impl FnOnce(&mut Vec<u8>)) {
+        out.extend_from_slice(&original[..self.at]);
+        if self.comma {
+            out.push(b',');
+        }
+        let before = out.len();
+        write(out);
+        if self.comma && out.len() == before {
+            out.pop();
+        }
+        out.extend_from_slice(&original[self.at..]);
     }
-    out.extend_from_slice(&original[at..]);
-    out
 }
 
 /// `original` (the bytes `event` was parsed from, or bytes of the same
@@ -474,17 +489,18 @@ mod tests {
             [("{\"a\":1 }\r\n", "{\"a\":1,\"k\":2 }\r\n"), ("{ }", "{ \"k\":2}"), ("{}", "{\"k\":2}")]
         {
             let e = RawEvent::parse(text.as_bytes()).unwrap();
+            let mut out = b"before ".to_vec();
+            e.splice().write_into(&mut out, text.as_bytes(), |out| out.extend_from_slice(b"\"k\":2"));
+            let spliced = String::from_utf8(out).unwrap();
+            assert_eq!(spliced, format!("before {expected}"));
             assert_eq!(
-                String::from_utf8(splice_with(text.as_bytes(), &e, 5, |out| out.extend_from_slice(b"\"k\":2")))
-                    .unwrap(),
-                expected
-            );
-            assert_eq!(
-                String::from_utf8(splice_with(text.as_bytes(), &e, 5, |out| out.extend_from_slice(b"\"k\":2")))
-                    .unwrap(),
+                spliced["before ".len()..],
                 write(text, &set(&[("k", json!(2))], false)),
                 "splice and apply agree"
             );
+            let mut nothing = Vec::new();
+            e.splice().write_into(&mut nothing, text.as_bytes(), |_| {});
+            assert_eq!(nothing, text.as_bytes(), "no members, no comma");
         }
     }
 

@@ -27,7 +27,23 @@ use crate::backend::License;
 
 /// Work on a decoded answer that its first reader would do anyway (a
 /// stream renders it), done where the answer is decoded.
-pub type Prepare = std::sync::Arc<dyn Fn(&Body) + Send + Sync>;
+///
+/// The work makes the body's rendering for the settings `key` stands for
+/// ([`Body::render_into`]). A store may keep that rendering with the
+/// answer and hand it back with the answer later ([`Body::adopt_rendering`])
+/// rather than have it made again, so `key` must stand for everything the
+/// rendering depends on besides the answer, the build of kl included.
+#[derive(Clone)]
+pub struct Prepare {
+    pub key: u64,
+    pub run: std::sync::Arc<dyn Fn(&Body) + Send + Sync>,
+}
+
+impl fmt::Debug for Prepare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Prepare({:#x})", self.key)
+    }
+}
 
 /// What to do about a key that missed, when other processes share the
 /// store ([`Store::claim`]).
@@ -58,6 +74,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Stores `answer` under `key` for `ttl`. Returns at once: the write
     /// happens off the caller's thread, and is durable after [`Store::flush`].
     fn put(&self, key: &str, answer: &Answer, ttl: Duration);
+
+    /// As [`Store::put`], keeping the answer's rendering for `prepare`'s
+    /// settings with it where the store can (made by then, or made by the
+    /// store's thread when it writes).
+    fn put_prepared(&self, key: &str, answer: &Answer, ttl: Duration, _prepare: Prepare) {
+        self.put(key, answer, ttl);
+    }
 
     /// Waits until every answer put so far is written.
     async fn flush(&self);

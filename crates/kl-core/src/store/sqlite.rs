@@ -4,6 +4,16 @@
 //! found") and when it expires. Several processes share the file safely
 //! (WAL mode; DNIF runs lookups in parallel).
 //!
+//! Beside an answer, a stream's form of it may be kept (see [`Prepare`]):
+//! its text and the bytes a stream with the same settings, run by the same
+//! build of kl, writes for it, both packed as the process held them
+//! ([`PackedBody`]), with the packing's dictionaries kept once for the
+//! file. A later stream with the same settings and dictionaries takes the
+//! answer up as it is, rather than check, pack and render its text anew,
+//! which is most of the cost of a warm stream's first sight of an answer.
+//! Such a form expires with its answer, and a trigger drops it when the
+//! answer is written again, whichever process or build writes it.
+//!
 //! No SQLite call runs on an async runtime's worker threads: one dedicated
 //! thread owns the connection and serves reads and writes in the order they
 //! were asked (so lookups reach the API in the order events came). Writes
@@ -18,7 +28,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use kl_model::{Answer, Body};
+use kl_model::{Answer, Body, Dictionaries, PackedBody};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Prepare, Store};
@@ -62,9 +72,31 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Row {
     key: String,
-    body: Option<String>,
+    /// The answer's body; `None`: not found (Grey).
+    body: Option<Body>,
     stored_ms: i64,
     expires_ms: i64,
+    /// Whose rendering to keep with the answer.
+    prepare: Option<Prepare>,
+}
+
+/// A stream's form of an answer already stored.
+#[derive(Debug)]
+struct Rendering {
+    key: String,
+    settings: u64,
+    packed: PackedBody,
+    /// The answer it was made from, by its `stored_ms`: a form is not kept
+    /// with an answer another process has since replaced.
+    stored_ms: i64,
+    expires_ms: i64,
+}
+
+/// A write waiting for the next commit.
+#[derive(Debug)]
+enum Write {
+    Answer(Row),
+    Rendering(Rendering),
 }
 
 enum Msg {
@@ -179,9 +211,41 @@ fn try_connect(path: &Path) -> rusqlite::Result<Connection> {
             expires_ms INTEGER NOT NULL
         );
         CREATE INDEX IF NOT EXISTS lookups_expiry ON lookups(expires_ms);
+        CREATE TABLE IF NOT EXISTS renderings (
+            key TEXT NOT NULL,
+            settings INTEGER NOT NULL,
+            dict INTEGER NOT NULL,
+            expires_ms INTEGER NOT NULL,
+            text BLOB NOT NULL,
+            text_len INTEGER NOT NULL,
+            rendering BLOB NOT NULL,
+            rendering_len INTEGER NOT NULL,
+            PRIMARY KEY (key, settings)
+        ) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS renderings_expiry ON renderings(expires_ms);
+        CREATE TRIGGER IF NOT EXISTS renderings_of_a_new_answer AFTER INSERT ON lookups
+        BEGIN
+            DELETE FROM renderings WHERE key = NEW.key;
+        END;
+        CREATE TABLE IF NOT EXISTS dictionaries (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            text BLOB NOT NULL,
+            rendering BLOB NOT NULL
+        );
         DROP TABLE IF EXISTS answers;",
     )?;
     conn.execute("DELETE FROM lookups WHERE expires_ms <= ?1", params![now_ms()])?;
+    conn.execute("DELETE FROM renderings WHERE expires_ms <= ?1", params![now_ms()])?;
+    // Packed forms are shared between processes that pack alike: the
+    // first dictionaries written to the file become this process's too.
+    let kept = conn
+        .query_row("SELECT text, rendering FROM dictionaries WHERE id = 1", [], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
+        .optional()?;
+    if let Some((text, rendering)) = kept {
+        Dictionaries::adopt(&text, &rendering);
+    }
     Ok(conn)
 }
 
@@ -189,14 +253,22 @@ fn try_connect(path: &Path) -> rusqlite::Result<Connection> {
 /// waited [`FLUSH_INTERVAL`], or a flush was asked for.
 #[derive(Debug, Default)]
 struct Batch {
-    rows: Vec<Row>,
+    rows: Vec<Write>,
     oldest: Option<Instant>,
 }
 
 impl Batch {
-    fn push(&mut self, row: Row, now: Instant) {
+    fn push(&mut self, write: Write, now: Instant) {
         self.oldest.get_or_insert(now);
-        self.rows.push(row);
+        self.rows.push(write);
+    }
+
+    /// The answer waiting to be written under `key`, if one is and it is fresh.
+    fn answer(&self, key: &str) -> Option<Answer> {
+        self.rows.iter().rev().find_map(|w| match w {
+            Write::Answer(row) if row.key == key && row.expires_ms > now_ms() => Some(row.answer()),
+            _ => None,
+        })
     }
 
     fn is_due(&self, now: Instant) -> bool {
@@ -211,7 +283,7 @@ impl Batch {
         }
     }
 
-    fn take(&mut self) -> Vec<Row> {
+    fn take(&mut self) -> Vec<Write> {
         self.oldest = None;
         std::mem::take(&mut self.rows)
     }
@@ -223,7 +295,7 @@ const READ_BATCH: usize = 256;
 
 fn serve(mut conn: Connection, rx: Receiver<Msg>, path: &Path, warned: &AtomicBool) {
     let mut batch = Batch::default();
-    let commit = |conn: &mut Connection, rows: Vec<Row>| {
+    let commit = |conn: &mut Connection, rows: Vec<Write>| {
         if !rows.is_empty() {
             if let Err(e) = write_rows(conn, &rows) {
                 warn(warned, path, &e.to_string());
@@ -252,14 +324,19 @@ fn serve(mut conn: Connection, rx: Receiver<Msg>, path: &Path, warned: &AtomicBo
                 let in_transaction = gets.len() > 1 && conn.execute_batch("BEGIN").is_ok();
                 let mut to_prepare = Vec::new();
                 for (key, prepare, reply) in gets {
-                    let pending = batch.rows.iter().rev().find(|r| r.key == key && r.expires_ms > now_ms());
-                    let entry = match pending {
-                        Some(row) => Ok(Some(row.body.clone())),
-                        None => read(&conn, &key).map_err(|e| e.to_string()),
+                    let settings = prepare.as_ref().map(|p| p.key);
+                    let (answer, rendering) = match batch.answer(&key) {
+                        Some(answer) => (Ok(Some(answer)), Kept::Later),
+                        None => match read(&conn, &key, settings) {
+                            Ok(Some(entry)) => entry.decode(settings),
+                            Ok(None) => (Ok(None), Kept::Already),
+                            Err(e) => (Err(e.to_string()), Kept::Already),
+                        },
                     };
-                    let answer = entry.and_then(decode);
                     if let (Some(prepare), Ok(Some(Answer::Data(body)))) = (prepare, &answer) {
-                        to_prepare.push((prepare, body.clone()));
+                        if rendering != Kept::Already {
+                            to_prepare.push((prepare, body.clone(), rendering, key));
+                        }
                     }
                     let _ = reply.send(answer);
                 }
@@ -269,11 +346,15 @@ fn serve(mut conn: Connection, rx: Receiver<Msg>, path: &Path, warned: &AtomicBo
                 // The answers went back first, so the asker need not wait
                 // for this: it prepares what it needs first itself, while
                 // this thread works from the other end of the batch.
-                for (prepare, body) in to_prepare.into_iter().rev() {
-                    prepare(&body);
+                for (prepare, body, rendering, key) in to_prepare.into_iter().rev() {
+                    (prepare.run)(&body);
+                    if let (Kept::No { stored_ms, expires_ms }, Some(packed)) = (rendering, body.packed(prepare.key)) {
+                        let r = Rendering { key, settings: prepare.key, packed, stored_ms, expires_ms };
+                        batch.push(Write::Rendering(r), Instant::now());
+                    }
                 }
             }
-            Ok(Msg::Put(row)) => batch.push(row, Instant::now()),
+            Ok(Msg::Put(row)) => batch.push(Write::Answer(row), Instant::now()),
             Ok(Msg::Flush(done)) => {
                 commit(&mut conn, batch.take());
                 let _ = done.send(());
@@ -295,37 +376,165 @@ fn serve(mut conn: Connection, rx: Receiver<Msg>, path: &Path, warned: &AtomicBo
     }
 }
 
-fn write_rows(conn: &mut Connection, rows: &[Row]) -> rusqlite::Result<()> {
+fn write_rows(conn: &mut Connection, writes: &[Write]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
-        let mut stmt = tx.prepare_cached(
+        // (A trigger drops the forms kept with an answer written again.)
+        let mut answer = tx.prepare_cached(
             "INSERT OR REPLACE INTO lookups (key, body, stored_ms, expires_ms) VALUES (?1, ?2, ?3, ?4)",
         )?;
-        for r in rows {
-            stmt.execute(params![r.key, r.body, r.stored_ms, r.expires_ms])?;
+        let mut form = tx.prepare_cached(
+            "INSERT OR REPLACE INTO renderings
+                (key, settings, dict, expires_ms, text, text_len, rendering, rendering_len)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+             WHERE EXISTS (SELECT 1 FROM lookups WHERE key = ?1 AND stored_ms = ?9)",
+        )?;
+        // Asked at each form: rendering one here may set them.
+        let mut keep = |key: &str, settings: u64, packed: &PackedBody, stored_ms: i64, expires_ms: i64| {
+            let Some(d) = Dictionaries::get() else { return Ok(0) };
+            form.execute(params![
+                key,
+                settings as i64,
+                d.id() as i64,
+                expires_ms,
+                packed.text,
+                packed.text_len as i64,
+                packed.rendering,
+                packed.rendering_len as i64,
+                stored_ms
+            ])
+        };
+        let mut kept_any = false;
+        for w in writes {
+            match w {
+                Write::Answer(r) => {
+                    answer.execute(params![r.key, r.body.as_ref().map(Body::text), r.stored_ms, r.expires_ms])?;
+                    if let (Some(body), Some(prepare)) = (&r.body, &r.prepare) {
+                        // Rendered by now, as a rule (the stream wrote the
+                        // answer out); rendered here otherwise.
+                        let packed = body.packed(prepare.key).or_else(|| {
+                            (prepare.run)(body);
+                            body.packed(prepare.key)
+                        });
+                        if let Some(packed) = packed {
+                            kept_any |= keep(&r.key, prepare.key, &packed, r.stored_ms, r.expires_ms)? > 0;
+                        }
+                    }
+                }
+                Write::Rendering(r) => {
+                    kept_any |= keep(&r.key, r.settings, &r.packed, r.stored_ms, r.expires_ms)? > 0;
+                }
+            }
+        }
+        if let (true, Some(d)) = (kept_any, Dictionaries::get()) {
+            tx.prepare_cached("INSERT OR IGNORE INTO dictionaries (id, text, rendering) VALUES (1, ?1, ?2)")?
+                .execute(params![d.text, d.rendering])?;
         }
     }
     tx.commit()
 }
 
-/// An entry's answer: a body, or Grey when it has none.
-fn decode(entry: Option<Option<String>>) -> Result<Option<Answer>, String> {
-    match entry {
-        None => Ok(None),
-        Some(None) => Ok(Some(Answer::NotFound)),
-        Some(Some(text)) => {
-            Body::from_json(&text).map(|b| Some(Answer::Data(b))).ok_or_else(|| "an unreadable entry".to_owned())
+impl Row {
+    fn answer(&self) -> Answer {
+        match &self.body {
+            Some(body) => Answer::Data(body.clone()),
+            None => Answer::NotFound,
         }
     }
 }
 
-fn read(conn: &Connection, key: &str) -> rusqlite::Result<Option<Option<String>>> {
-    conn.prepare_cached("SELECT body FROM lookups WHERE key = ?1 AND expires_ms > ?2")?
-        .query_row(params![key, now_ms()], |r| r.get::<_, Option<String>>(0))
+/// A stored entry, as read.
+enum Entry {
+    /// A stream's form of the answer, for the settings asked about.
+    Packed(PackedBody),
+    /// The answer's text (`None`: not found, Grey), and when it was stored
+    /// and expires.
+    Stored { body: Option<String>, stored_ms: i64, expires_ms: i64 },
+}
+
+/// Whether a stream's form of an answer read is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// It is (and the body is made from it), or none is asked for.
+    Already,
+    /// Not yet: the answer waits to be written, and its form is kept when
+    /// it is, if one was asked for.
+    Later,
+    /// No: one made now is kept with the answer stored then.
+    No { stored_ms: i64, expires_ms: i64 },
+}
+
+impl Entry {
+    /// The entry's answer, made from the stream's form for `settings` when
+    /// that was read.
+    fn decode(self, settings: Option<u64>) -> (Result<Option<Answer>, String>, Kept) {
+        match self {
+            Entry::Packed(packed) => {
+                let key = settings.expect("a form is read only for settings");
+                (Ok(Some(Answer::Data(Body::from_packed(key, packed)))), Kept::Already)
+            }
+            Entry::Stored { body: None, .. } => (Ok(Some(Answer::NotFound)), Kept::Already),
+            Entry::Stored { body: Some(text), stored_ms, expires_ms } => match Body::from_json(&text) {
+                Some(body) => (Ok(Some(Answer::Data(body))), Kept::No { stored_ms, expires_ms }),
+                None => (Err("an unreadable entry".to_owned()), Kept::Already),
+            },
+        }
+    }
+}
+
+/// Whether a packed form's lengths could be true: LZ4 expands a byte at
+/// most 255 times, and no answer is near 16 MiB. A form that is not (a
+/// damaged file) is passed over for the answer's text.
+fn plausible(p: &PackedBody) -> bool {
+    let fits = |packed: &[u8], len: usize| len <= packed.len().saturating_mul(255) && len < 16 << 20;
+    fits(&p.text, p.text_len) && fits(&p.rendering, p.rendering_len)
+}
+
+/// The fresh entry under `key`: the stream's form for `settings`, when one
+/// is kept that this process can unpack, else the answer.
+fn read(conn: &Connection, key: &str, settings: Option<u64>) -> rusqlite::Result<Option<Entry>> {
+    let now = now_ms();
+    if let (Some(settings), Some(d)) = (settings, Dictionaries::get()) {
+        let packed = conn
+            .prepare_cached(
+                "SELECT text, text_len, rendering, rendering_len FROM renderings
+                 WHERE key = ?1 AND settings = ?2 AND dict = ?3 AND expires_ms > ?4",
+            )?
+            .query_row(params![key, settings as i64, d.id() as i64, now], |r| {
+                Ok(PackedBody {
+                    text: r.get(0)?,
+                    text_len: r.get::<_, i64>(1)?.try_into().unwrap_or(usize::MAX),
+                    rendering: r.get(2)?,
+                    rendering_len: r.get::<_, i64>(3)?.try_into().unwrap_or(usize::MAX),
+                })
+            })
+            .optional()?;
+        if let Some(packed) = packed.filter(plausible) {
+            return Ok(Some(Entry::Packed(packed)));
+        }
+    }
+    conn.prepare_cached("SELECT body, stored_ms, expires_ms FROM lookups WHERE key = ?1 AND expires_ms > ?2")?
+        .query_row(params![key, now], |r| {
+            Ok(Entry::Stored { body: r.get(0)?, stored_ms: r.get(1)?, expires_ms: r.get(2)? })
+        })
         .optional()
 }
 
 impl SqliteStore {
+    /// Queues a write; the worker thread writes the text (and the rendering).
+    fn put_row(&self, key: &str, answer: &Answer, ttl: Duration, prepare: Option<Prepare>) {
+        if ttl.is_zero() {
+            return;
+        }
+        let stored_ms = now_ms();
+        let body = match answer {
+            Answer::Data(b) => Some(b.clone()),
+            Answer::NotFound => None,
+        };
+        let expires_ms = stored_ms.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
+        self.send(Msg::Put(Row { key: key.to_owned(), body, stored_ms, expires_ms, prepare }));
+    }
+
     /// A read on the worker thread, which decodes the entry and prepares it.
     async fn lookup(&self, key: &str, prepare: Option<Prepare>) -> Option<Answer> {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -353,17 +562,13 @@ impl Store for SqliteStore {
     }
 
     fn put(&self, key: &str, answer: &Answer, ttl: Duration) {
-        if ttl.is_zero() {
-            return;
-        }
-        let stored_ms = now_ms();
-        let body = match answer {
-            Answer::Data(b) => Some(b.text()),
-            Answer::NotFound => None,
-        };
-        let expires_ms = stored_ms.saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64);
-        self.send(Msg::Put(Row { key: key.to_owned(), body, stored_ms, expires_ms }));
+        self.put_row(key, answer, ttl, None);
     }
+
+    fn put_prepared(&self, key: &str, answer: &Answer, ttl: Duration, prepare: Prepare) {
+        self.put_row(key, answer, ttl, Some(prepare));
+    }
+
     async fn flush(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.send(Msg::Flush(tx)) {
@@ -381,7 +586,11 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         self.worker = None;
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = t.join();
+            // The thread itself may drop the last handle (a prepare hook
+            // held what held the store); it then ends once this returns.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -395,6 +604,132 @@ mod tests {
 
     fn data(v: serde_json::Value) -> Answer {
         Answer::Data(Body::from(v))
+    }
+
+    /// A stream's work on an answer, as the engine hands it to a store:
+    /// renders `R{key}:{text}`, counting its runs.
+    fn rendering_as(key: u64, runs: &Arc<std::sync::atomic::AtomicUsize>) -> Prepare {
+        let runs = runs.clone();
+        let run = move |body: &Body| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            body.render_into(key, &mut Vec::new(), |b| format!("R{key}:{}", b.text()).into_bytes());
+        };
+        Prepare { key, run: Arc::new(run) }
+    }
+
+    /// The rendering an answer holds for `key`, if it holds one. (One made
+    /// on reading is made after the answer is given: a flush waits for it.)
+    fn came_with(answer: &Option<Answer>, key: u64) -> Option<String> {
+        let Some(Answer::Data(body)) = answer else { panic!("no data: {answer:?}") };
+        let mut out = Vec::new();
+        let made = body.render_into(key, &mut out, |_| Vec::new());
+        (!made).then(|| String::from_utf8(out).unwrap())
+    }
+
+    /// An answer long enough to set the packing's dictionaries.
+    fn sizeable(zone: &str) -> Answer {
+        data(json!({"Zone": zone, "IpGeneralInfo": {"Note": "a note long enough to be packed. ".repeat(8)}}))
+    }
+
+    async fn exec(c: &SqliteStore, sql: &'static str) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        assert!(c.send(Msg::Exec(sql, tx)));
+        rx.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_streams_form_of_an_answer_is_kept_and_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = SqliteStore::open(dir.path());
+        let red = sizeable("Red");
+        // Not rendered yet when written: the store's thread renders it.
+        c.put_prepared("k", &red, DAY, rendering_as(7, &runs));
+        c.flush().await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+        // Another handle (as another process would) is given the answer
+        // with its rendering, and renders nothing.
+        let other = SqliteStore::open(dir.path());
+        let read = other.get_prepared("k", rendering_as(7, &runs)).await;
+        assert_eq!(read, Some(red.clone()));
+        assert_eq!(came_with(&read, 7), Some(format!("R7:{}", text_of(&red))));
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "a kept form is not rendered again");
+        // Other settings: rendered on reading, then kept too.
+        let read = other.get_prepared("k", rendering_as(8, &runs)).await;
+        other.flush().await;
+        assert_eq!(came_with(&read, 8), Some(format!("R8:{}", text_of(&red))));
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        let read = SqliteStore::open(dir.path()).get_prepared("k", rendering_as(8, &runs)).await;
+        assert_eq!(came_with(&read, 8), Some(format!("R8:{}", text_of(&red))));
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        // A plain read is the answer alone.
+        assert_eq!(c.get("k").await, Some(red));
+        // The dictionaries the forms were packed with are in the file.
+        let d = Dictionaries::get().expect("set by the sizeable answer");
+        let conn = Connection::open(dir.path().join(CACHE_FILE)).unwrap();
+        let (text, rendering): (Vec<u8>, Vec<u8>) =
+            conn.query_row("SELECT text, rendering FROM dictionaries", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert_eq!((text.as_slice(), rendering.as_slice()), (d.text, d.rendering));
+        assert!(!c.has_warned());
+    }
+
+    fn text_of(answer: &Answer) -> String {
+        let Answer::Data(body) = answer else { panic!() };
+        body.text()
+    }
+
+    #[tokio::test]
+    async fn a_form_goes_when_its_answer_is_written_again_by_any_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = SqliteStore::open(dir.path());
+        c.put_prepared("k", &sizeable("Red"), DAY, rendering_as(7, &runs));
+        c.flush().await;
+        // Written again by a build that knows nothing of forms.
+        exec(
+            &c,
+            r#"INSERT OR REPLACE INTO lookups (key, body, stored_ms, expires_ms) VALUES ('k', '{"Zone":"Green"}', 1, 32503680000000)"#,
+        )
+        .await;
+        let read = c.get_prepared("k", rendering_as(7, &runs)).await;
+        c.flush().await;
+        assert_eq!(came_with(&read, 7).as_deref(), Some(r#"R7:{"Zone":"Green"}"#));
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        // And by this build, without a form.
+        let yellow = sizeable("Yellow");
+        c.put("k", &yellow, DAY);
+        c.flush().await;
+        let other = SqliteStore::open(dir.path());
+        let read = other.get_prepared("k", rendering_as(7, &runs)).await;
+        other.flush().await;
+        assert_eq!(came_with(&read, 7), Some(format!("R7:{}", text_of(&yellow))));
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_form_that_cannot_be_used_is_passed_over_for_the_answer() {
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let red = sizeable("Red");
+        for damage in [
+            "UPDATE renderings SET text_len = 999999999",
+            "UPDATE renderings SET rendering_len = -1",
+            "UPDATE renderings SET dict = dict + 1",
+            "UPDATE renderings SET expires_ms = 1",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let c = SqliteStore::open(dir.path());
+            c.put_prepared("k", &red, DAY, rendering_as(7, &runs));
+            c.flush().await;
+            exec(&c, damage).await;
+            let before = runs.load(Ordering::SeqCst);
+            let read = c.get_prepared("k", rendering_as(7, &runs)).await;
+            c.flush().await;
+            assert_eq!(read, Some(red.clone()), "{damage}");
+            assert_eq!(came_with(&read, 7), Some(format!("R7:{}", text_of(&red))), "{damage}");
+            assert_eq!(runs.load(Ordering::SeqCst), before + 1, "rendered anew after {damage}");
+            assert!(!c.has_warned(), "{damage}");
+        }
     }
 
     #[tokio::test]
@@ -454,7 +789,8 @@ mod tests {
     #[test]
     fn a_batch_is_due_when_full_or_old() {
         let t0 = Instant::now();
-        let row = |k: &str| Row { key: k.to_owned(), body: None, stored_ms: 0, expires_ms: 1 };
+        let row =
+            |k: &str| Write::Answer(Row { key: k.to_owned(), body: None, stored_ms: 0, expires_ms: 1, prepare: None });
         let mut b = Batch::default();
         assert!(!b.is_due(t0));
         assert_eq!(b.patience(t0), Duration::from_secs(3600));

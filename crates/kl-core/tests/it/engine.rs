@@ -309,6 +309,10 @@ async fn an_answer_already_there_wins_over_a_deadline_passed_meanwhile() {
 /// whether it finished before or after the answer reached the memo.
 #[tokio::test]
 async fn answers_prepared_on_the_stores_thread_are_weighed_with_what_they_hold() {
+    // These answers are too short to become the packing's dictionaries
+    // themselves, and packed forms are kept only when packed against some.
+    let dictionary = format!("{{\"IpGeneralInfo\":{{\"Ip\":\"{}\"}}}}", "1".repeat(200));
+    kl_model::Dictionaries::adopt(dictionary.as_bytes(), dictionary.as_bytes()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()));
     let with_store = || EngineOptions { store: Some(store.clone()), ..opts(8) };
@@ -326,20 +330,55 @@ async fn answers_prepared_on_the_stores_thread_are_weighed_with_what_they_hold()
     let plain_out = plain.lookup_all(Function::IpReport, &raws).await;
     plain.flush().await;
 
-    let prepared = Engine::new(backend.clone(), with_store());
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = calls.clone();
-    prepared.prepare_answers(move |function, body| {
-        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        body.render_into(function as u64, &mut Vec::new(), |b| format!("rendered {}", b.text()).into_bytes());
-    });
+    let prepared_engine = |salt: u64| {
+        let engine = Engine::new(backend.clone(), with_store());
+        let counted = calls.clone();
+        engine.prepare_answers(
+            move |function| function as u64 + salt,
+            move |function, body| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let key = function as u64 + salt;
+                body.render_into(key, &mut Vec::new(), |b| format!("rendered {salt} {}", b.text()).into_bytes());
+            },
+        );
+        engine
+    };
+    let calls_so_far = || calls.swap(0, std::sync::atomic::Ordering::SeqCst);
+    let prepared = prepared_engine(0);
     let prepared_out = prepared.lookup_all(Function::IpReport, &raws).await;
     // The store's thread prepares after answering; a flush comes after that.
     prepared.flush().await;
-    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 300, "each answer prepared once");
+    assert_eq!(calls_so_far(), 300, "each answer prepared once");
     assert_eq!(prepared.stats().requests, 0);
     let (added_held, added_weight) =
         (held(&prepared_out) - held(&plain_out), prepared.memo_usage().1 - plain.memo_usage().1);
     assert!(added_held > 0);
     assert_eq!(added_weight, added_held, "the renderings are weighed");
+
+    // The store kept the renderings: the next engine with the same
+    // settings is given them with the answers, made by nobody, and weighs them.
+    let again = prepared_engine(0);
+    let again_out = again.lookup_all(Function::IpReport, &raws).await;
+    again.flush().await;
+    assert_eq!(calls_so_far(), 0, "renderings kept with the answers are not made again");
+    assert_eq!(again.memo_usage().1, prepared.memo_usage().1);
+    let rendering = |o: &Outcome, key: u64| match o {
+        Outcome::Data(b) => {
+            let mut out = Vec::new();
+            b.render_into(key, &mut out, |_| panic!("no rendering kept for {key}"));
+            String::from_utf8(out).unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    for (a, b) in again_out.iter().zip(&prepared_out) {
+        assert_eq!(rendering(a, Function::IpReport as u64), rendering(b, Function::IpReport as u64));
+        assert!(rendering(a, Function::IpReport as u64).starts_with("rendered 0 {"));
+    }
+    // Other settings are not given those.
+    let other = prepared_engine(1);
+    let other_out = other.lookup_all(Function::IpReport, &raws).await;
+    other.flush().await;
+    assert_eq!(calls_so_far(), 300);
+    assert!(rendering(&other_out[0], Function::IpReport as u64 + 1).starts_with("rendered 1 {"));
 }

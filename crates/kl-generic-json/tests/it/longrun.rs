@@ -198,20 +198,24 @@ async fn a_warm_stream_writes_what_the_cold_one_wrote_in_every_style() {
     // and repeats, with a field of the event's own beside it.
     let input: String =
         (0..60).map(|i| format!("{}\n", json!({"n": i, "ip": indicators[(i * 7) % indicators.len()]}))).collect();
-    for style in [
-        &["--style", "kl"][..],
-        &["--style", "nested"],
-        &["--style", "ecs"],
+    let styles = [
+        &["--style", "kl", "--field", "ip"][..],
+        &["--style", "nested", "--field", "ip"],
+        &["--style", "ecs", "--field", "ip"],
         &["--style", "kl", "--field", "ip=kl"][..],
-    ] {
+    ];
+    let args = |cfg: &str, style: &[&'static str]| -> Vec<String> {
+        let mut args: Vec<String> = ["enrich", "--function", "auto", "--config", cfg].map(String::from).to_vec();
+        args.extend(style.iter().map(|s| s.to_string()));
+        args
+    };
+    let mut colds = Vec::new();
+    for style in styles {
         let cache = tempfile::tempdir().unwrap();
         let (_d, cfg) =
             config(&format!("{}/api", server.uri()), &format!("  KL_CACHE_PATH: {}\n", cache.path().display()));
-        let mut args = vec!["enrich", "--function", "auto", "--config", &cfg];
-        args.extend_from_slice(style);
-        if style.len() == 2 {
-            args.extend_from_slice(&["--field", "ip"]);
-        }
+        let args = args(&cfg, style);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let cold = run(&args, input.as_bytes()).await;
         let warm = run(&args, input.as_bytes()).await;
         assert!(cold.status.success() && warm.status.success(), "{style:?}");
@@ -222,5 +226,26 @@ async fn a_warm_stream_writes_what_the_cold_one_wrote_in_every_style() {
         assert_eq!(String::from_utf8_lossy(&warm.stdout), String::from_utf8_lossy(&cold.stdout), "{style:?}");
         let summary = String::from_utf8_lossy(&warm.stderr);
         assert!(summary.contains("; 0 requests,"), "{style:?}: {summary}");
+        // What a stream renders alike for every event is kept with the
+        // answers (not ECS output, which names each event's indicator).
+        let forms: i64 = rusqlite::Connection::open(cache.path().join("kl-cache.sqlite3"))
+            .unwrap()
+            .query_row("SELECT count(*) FROM renderings", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(forms > 0, style[1] != "ecs", "{style:?}: {forms} forms kept");
+        colds.push(cold.stdout);
+    }
+
+    // Streams of every style, one after another on one cache, each find
+    // the others' forms kept there and write exactly what they wrote cold.
+    let cache = tempfile::tempdir().unwrap();
+    let (_d, cfg) = config(&format!("{}/api", server.uri()), &format!("  KL_CACHE_PATH: {}\n", cache.path().display()));
+    for round in 0..2 {
+        for (style, cold) in styles.iter().zip(&colds) {
+            let args = args(&cfg, style);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = run(&args, input.as_bytes()).await;
+            assert_eq!(String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(cold), "{style:?}, round {round}");
+        }
     }
 }
