@@ -136,11 +136,16 @@ impl Dictionaries {
     /// between processes whose ids match.
     pub fn id(&self) -> u64 {
         use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (self.text, self.rendering).hash(&mut h);
-        // SQLite keeps signed 64-bit integers; the top bit is dropped so an
-        // id reads back as it was written, whatever the column's type.
-        h.finish() >> 1
+        // Hashed once: the dictionaries never change once set, and every
+        // read of a packed form asks.
+        static ID: OnceLock<u64> = OnceLock::new();
+        *ID.get_or_init(|| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (self.text, self.rendering).hash(&mut h);
+            // SQLite keeps signed 64-bit integers; the top bit is dropped so
+            // an id reads back as it was written, whatever the column's type.
+            h.finish() >> 1
+        })
     }
 }
 

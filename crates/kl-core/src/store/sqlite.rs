@@ -53,6 +53,10 @@ fn now_ms() -> i64 {
 
 /// Answers are committed once this many are waiting…
 const BATCH_ROWS: usize = 256;
+/// …or forms of answers stored earlier, this many: they are only worth
+/// their writes in large batches (they land all over the table), and
+/// nothing is lost if they never land…
+const BATCH_FORMS: usize = 8192;
 /// …or once the oldest has waited this long.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long opening the database may wait for other processes' locks.
@@ -203,6 +207,10 @@ fn try_connect(path: &Path) -> rusqlite::Result<Connection> {
     // WAL lets readers and one writer from several processes work at once.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // A statement that may change several rows (a write that fires the
+    // trigger below, say) keeps a journal of its own for the length of
+    // the statement: in memory, not in a file created for each one.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS lookups (
             key TEXT PRIMARY KEY,
@@ -222,7 +230,6 @@ fn try_connect(path: &Path) -> rusqlite::Result<Connection> {
             rendering_len INTEGER NOT NULL,
             PRIMARY KEY (key, settings)
         ) WITHOUT ROWID;
-        CREATE INDEX IF NOT EXISTS renderings_expiry ON renderings(expires_ms);
         CREATE TRIGGER IF NOT EXISTS renderings_of_a_new_answer AFTER INSERT ON lookups
         BEGIN
             DELETE FROM renderings WHERE key = NEW.key;
@@ -234,8 +241,11 @@ fn try_connect(path: &Path) -> rusqlite::Result<Connection> {
         );
         DROP TABLE IF EXISTS answers;",
     )?;
-    conn.execute("DELETE FROM lookups WHERE expires_ms <= ?1", params![now_ms()])?;
-    conn.execute("DELETE FROM renderings WHERE expires_ms <= ?1", params![now_ms()])?;
+    // A form expires with its answer; it has no index of its own by
+    // expiry, which would cost a page written for every few forms kept.
+    let now = now_ms();
+    conn.execute("DELETE FROM renderings WHERE key IN (SELECT key FROM lookups WHERE expires_ms <= ?1)", params![now])?;
+    conn.execute("DELETE FROM lookups WHERE expires_ms <= ?1", params![now])?;
     // Packed forms are shared between processes that pack alike: the
     // first dictionaries written to the file become this process's too.
     let kept = conn
@@ -254,12 +264,15 @@ fn try_connect(path: &Path) -> rusqlite::Result<Connection> {
 #[derive(Debug, Default)]
 struct Batch {
     rows: Vec<Write>,
+    /// How many of `rows` are answers.
+    answers: usize,
     oldest: Option<Instant>,
 }
 
 impl Batch {
     fn push(&mut self, write: Write, now: Instant) {
         self.oldest.get_or_insert(now);
+        self.answers += usize::from(matches!(write, Write::Answer(_)));
         self.rows.push(write);
     }
 
@@ -272,7 +285,9 @@ impl Batch {
     }
 
     fn is_due(&self, now: Instant) -> bool {
-        self.rows.len() >= BATCH_ROWS || self.oldest.is_some_and(|t| now.duration_since(t) >= FLUSH_INTERVAL)
+        self.answers >= BATCH_ROWS
+            || self.rows.len() - self.answers >= BATCH_FORMS
+            || self.oldest.is_some_and(|t| now.duration_since(t) >= FLUSH_INTERVAL)
     }
 
     /// How long the writer may wait for more before committing.
@@ -285,6 +300,7 @@ impl Batch {
 
     fn take(&mut self) -> Vec<Write> {
         self.oldest = None;
+        self.answers = 0;
         std::mem::take(&mut self.rows)
     }
 }
@@ -389,22 +405,10 @@ fn write_rows(conn: &mut Connection, writes: &[Write]) -> rusqlite::Result<()> {
              SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
              WHERE EXISTS (SELECT 1 FROM lookups WHERE key = ?1 AND stored_ms = ?9)",
         )?;
-        // Asked at each form: rendering one here may set them.
-        let mut keep = |key: &str, settings: u64, packed: &PackedBody, stored_ms: i64, expires_ms: i64| {
-            let Some(d) = Dictionaries::get() else { return Ok(0) };
-            form.execute(params![
-                key,
-                settings as i64,
-                d.id() as i64,
-                expires_ms,
-                packed.text,
-                packed.text_len as i64,
-                packed.rendering,
-                packed.rendering_len as i64,
-                stored_ms
-            ])
-        };
-        let mut kept_any = false;
+        // Answers first, in the order they came (a later one for a key
+        // wins); then the forms, sorted by key, so that each page of their
+        // table is written once however they are spread over it.
+        let mut forms: Vec<(&str, u64, std::borrow::Cow<'_, PackedBody>, i64, i64)> = Vec::new();
         for w in writes {
             match w {
                 Write::Answer(r) => {
@@ -417,16 +421,40 @@ fn write_rows(conn: &mut Connection, writes: &[Write]) -> rusqlite::Result<()> {
                             body.packed(prepare.key)
                         });
                         if let Some(packed) = packed {
-                            kept_any |= keep(&r.key, prepare.key, &packed, r.stored_ms, r.expires_ms)? > 0;
+                            forms.push((
+                                &r.key,
+                                prepare.key,
+                                std::borrow::Cow::Owned(packed),
+                                r.stored_ms,
+                                r.expires_ms,
+                            ));
                         }
                     }
                 }
                 Write::Rendering(r) => {
-                    kept_any |= keep(&r.key, r.settings, &r.packed, r.stored_ms, r.expires_ms)? > 0;
+                    forms.push((&r.key, r.settings, std::borrow::Cow::Borrowed(&r.packed), r.stored_ms, r.expires_ms))
                 }
             }
         }
-        if let (true, Some(d)) = (kept_any, Dictionaries::get()) {
+        forms.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        // Asked after the answers: rendering one here may have set them.
+        let dictionaries = Dictionaries::get();
+        let mut kept_any = false;
+        for (key, settings, packed, stored_ms, expires_ms) in forms.iter().filter(|_| dictionaries.is_some()) {
+            let id = dictionaries.map_or(0, |d| d.id());
+            kept_any |= form.execute(params![
+                key,
+                *settings as i64,
+                id as i64,
+                expires_ms,
+                packed.text,
+                packed.text_len as i64,
+                packed.rendering,
+                packed.rendering_len as i64,
+                stored_ms
+            ])? > 0;
+        }
+        if let (true, Some(d)) = (kept_any, dictionaries) {
             tx.prepare_cached("INSERT OR IGNORE INTO dictionaries (id, text, rendering) VALUES (1, ?1, ?2)")?
                 .execute(params![d.text, d.rendering])?;
         }
@@ -804,6 +832,20 @@ mod tests {
             b.push(row(&i.to_string()), t0);
         }
         assert!(b.is_due(t0));
+        b.take();
+        // Forms wait for many more of their own, or the interval.
+        let form = |k: &str| {
+            let packed = PackedBody { text: Vec::new(), text_len: 0, rendering: Vec::new(), rendering_len: 0 };
+            Write::Rendering(Rendering { key: k.to_owned(), settings: 1, packed, stored_ms: 0, expires_ms: 1 })
+        };
+        for i in 0..BATCH_FORMS {
+            assert!(!b.is_due(t0), "{i}");
+            b.push(form(&i.to_string()), t0);
+        }
+        assert!(b.is_due(t0));
+        b.take();
+        b.push(form("a"), t0);
+        assert!(b.is_due(t0 + FLUSH_INTERVAL));
     }
 
     #[test]
