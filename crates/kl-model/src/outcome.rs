@@ -74,7 +74,10 @@ impl Packed {
             Some(d) => lz4_flex::block::compress_with_dict(data, d),
             None => lz4_flex::block::compress(data),
         };
-        Packed { bytes: bytes.into_boxed_slice(), len: data.len(), dict: dict.is_some() }
+        // Copied out rather than shrunk in place: the compressor's buffer is
+        // sized for the worst case, and shrinking it would leave each long-
+        // lived entry pinning a hole several times its size.
+        Packed { bytes: Box::from(bytes.as_slice()), len: data.len(), dict: dict.is_some() }
     }
 
     /// Appends the unpacked bytes to `out`; nothing, if they do not unpack
