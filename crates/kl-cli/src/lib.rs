@@ -6,7 +6,7 @@
 //!   engine (backend, store, options);
 //! - [`signals`]: SIGTERM and SIGINT as a future;
 //! - [`stream`]: NDJSON enrichment, for `kl-generic-json enrich` and
-//!   `kl-http`'s `/v1/enrich`;
+//!   `kl-http`'s `/v1/enrich`, and [`output`], where it writes;
 //! - [`lookup`]: one indicator to one JSON object;
 //! - [`check`]: one cheap request, and a report on the config and account.
 //!
@@ -16,6 +16,7 @@
 pub mod check;
 pub mod exit;
 pub mod lookup;
+pub mod output;
 pub mod setup;
 pub mod signals;
 pub mod stream;

@@ -27,9 +27,10 @@ use kl_core::Waiting;
 use kl_model::{Body, Function, FunctionChoice, Outcome};
 use kl_schema::Style;
 use kl_schema::event::{self, FieldPath, RawEvent, Splice, raw_string, raw_type};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use crate::output::Sink;
 use crate::setup::Assembled;
 
 /// An indicator field, and where its answer goes.
@@ -341,7 +342,7 @@ pub async fn run<R, W, S>(
 ) -> anyhow::Result<Summary>
 where
     R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: Sink + Send + 'static,
     S: Future<Output = &'static str> + Send,
 {
     let (tx, rx) = mpsc::channel::<Slot>(settings.window.max(1));
@@ -876,7 +877,7 @@ const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_millis(2);
 /// come (the reader holds it complete in its buffer). So no finished line
 /// waits for a later one for longer than the grace, and a fast stream is
 /// written in large pieces.
-async fn write_lines<W: AsyncWrite + Unpin>(
+async fn write_lines<W: Sink>(
     mut rx: mpsc::Receiver<Slot>,
     output: W,
     progress: Option<indicatif::ProgressBar>,
@@ -943,21 +944,19 @@ struct Flusher<W> {
     shared: Arc<Shared>,
 }
 
-impl<W: AsyncWrite + Unpin> Flusher<W> {
+impl<W: Sink> Flusher<W> {
     async fn write(&mut self, written: Written, class: Class) -> std::io::Result<()> {
         written.write_into(&mut self.staged, &self.shared);
         self.unflushed.push(class);
         if self.staged.len() >= STAGED {
-            self.out.write_all(&self.staged).await?;
-            self.staged.clear();
+            self.out.put(&mut self.staged).await?;
         }
         Ok(())
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.staged.is_empty() {
-            self.out.write_all(&self.staged).await?;
-            self.staged.clear();
+            self.out.put(&mut self.staged).await?;
         }
         self.out.flush().await?;
         for class in self.unflushed.drain(..) {

@@ -163,8 +163,9 @@ async fn enrich(args: EnrichArgs) -> anyhow::Result<ExitCode> {
     let assembled = args.source.assemble(args.quiet)?;
     check_function(&assembled, settings.function)?;
     let engine = assembled.engine.clone();
-    let summary =
-        stream::run(assembled, settings, tokio::io::stdin(), tokio::io::stdout(), signals::shutdown()).await?;
+    let output = kl_cli::output::ThreadSink::stdout()
+        .map_err(|e| anyhow::Error::new(e).context("cannot start the thread that writes the output"))?;
+    let summary = stream::run(assembled, settings, tokio::io::stdin(), output, signals::shutdown()).await?;
     if !args.quiet {
         eprintln!("{NAME}: {}", summary.describe(&engine.stats()));
     }
