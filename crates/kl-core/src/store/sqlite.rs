@@ -263,30 +263,29 @@ fn try_connect(path: &Path) -> rusqlite::Result<Connection> {
 /// waited [`FLUSH_INTERVAL`], or a flush was asked for.
 #[derive(Debug, Default)]
 struct Batch {
-    rows: Vec<Write>,
-    /// How many of `rows` are answers.
-    answers: usize,
+    answers: Vec<Row>,
+    /// Kept apart: a read looks among the answers only.
+    forms: Vec<Rendering>,
     oldest: Option<Instant>,
 }
 
 impl Batch {
     fn push(&mut self, write: Write, now: Instant) {
         self.oldest.get_or_insert(now);
-        self.answers += usize::from(matches!(write, Write::Answer(_)));
-        self.rows.push(write);
+        match write {
+            Write::Answer(row) => self.answers.push(row),
+            Write::Rendering(form) => self.forms.push(form),
+        }
     }
 
     /// The answer waiting to be written under `key`, if one is and it is fresh.
     fn answer(&self, key: &str) -> Option<Answer> {
-        self.rows.iter().rev().find_map(|w| match w {
-            Write::Answer(row) if row.key == key && row.expires_ms > now_ms() => Some(row.answer()),
-            _ => None,
-        })
+        self.answers.iter().rev().find(|row| row.key == key && row.expires_ms > now_ms()).map(Row::answer)
     }
 
     fn is_due(&self, now: Instant) -> bool {
-        self.answers >= BATCH_ROWS
-            || self.rows.len() - self.answers >= BATCH_FORMS
+        self.answers.len() >= BATCH_ROWS
+            || self.forms.len() >= BATCH_FORMS
             || self.oldest.is_some_and(|t| now.duration_since(t) >= FLUSH_INTERVAL)
     }
 
@@ -300,8 +299,8 @@ impl Batch {
 
     fn take(&mut self) -> Vec<Write> {
         self.oldest = None;
-        self.answers = 0;
-        std::mem::take(&mut self.rows)
+        let answers = std::mem::take(&mut self.answers).into_iter().map(Write::Answer);
+        answers.chain(std::mem::take(&mut self.forms).into_iter().map(Write::Rendering)).collect()
     }
 }
 
@@ -438,25 +437,25 @@ fn write_rows(conn: &mut Connection, writes: &[Write]) -> rusqlite::Result<()> {
         }
         forms.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         // Asked after the answers: rendering one here may have set them.
-        let dictionaries = Dictionaries::get();
-        let mut kept_any = false;
-        for (key, settings, packed, stored_ms, expires_ms) in forms.iter().filter(|_| dictionaries.is_some()) {
-            let id = dictionaries.map_or(0, |d| d.id());
-            kept_any |= form.execute(params![
-                key,
-                *settings as i64,
-                id as i64,
-                expires_ms,
-                packed.text,
-                packed.text_len as i64,
-                packed.rendering,
-                packed.rendering_len as i64,
-                stored_ms
-            ])? > 0;
-        }
-        if let (true, Some(d)) = (kept_any, dictionaries) {
-            tx.prepare_cached("INSERT OR IGNORE INTO dictionaries (id, text, rendering) VALUES (1, ?1, ?2)")?
-                .execute(params![d.text, d.rendering])?;
+        if let Some(d) = Dictionaries::get() {
+            let mut kept_any = false;
+            for (key, settings, packed, stored_ms, expires_ms) in &forms {
+                kept_any |= form.execute(params![
+                    key,
+                    *settings as i64,
+                    d.id() as i64,
+                    expires_ms,
+                    packed.text,
+                    packed.text_len as i64,
+                    packed.rendering,
+                    packed.rendering_len as i64,
+                    stored_ms
+                ])? > 0;
+            }
+            if kept_any {
+                tx.prepare_cached("INSERT OR IGNORE INTO dictionaries (id, text, rendering) VALUES (1, ?1, ?2)")?
+                    .execute(params![d.text, d.rendering])?;
+            }
         }
     }
     tx.commit()
