@@ -425,8 +425,10 @@ impl Engine {
         let (function, indicator) = key;
         let store_key = inner.opts.store.as_ref().map(|_| store::key(&inner.scope, *function, indicator));
         let mut holding = false;
+        // Made once: the read and, on a miss, the write use the same one.
+        let prepare = store_key.as_ref().and_then(|_| self.store_prepare(key));
         if let (Some(store), Some(k)) = (&inner.opts.store, &store_key) {
-            let read = match self.store_prepare(key) {
+            let read = match prepare.clone() {
                 Some(prepare) => store.get_prepared(k, prepare).await,
                 None => store.get(k).await,
             };
@@ -458,7 +460,7 @@ impl Engine {
                 }
                 let ttl = self.ttl_of(&fetched.answer);
                 if let (Some(store), Some(k)) = (&inner.opts.store, &store_key) {
-                    match self.store_prepare(key) {
+                    match prepare {
                         Some(prepare) => store.put_prepared(k, &fetched.answer, ttl, prepare),
                         None => store.put(k, &fetched.answer, ttl),
                     }

@@ -112,8 +112,8 @@ pub struct PackedBody {
 /// are set.
 #[derive(Debug, Clone, Copy)]
 pub struct Dictionaries {
-    pub text: &'static [u8],
-    pub rendering: &'static [u8],
+    text: &'static [u8],
+    rendering: &'static [u8],
 }
 
 impl Dictionaries {
@@ -133,6 +133,16 @@ impl Dictionaries {
             RENDERING_DICT.get_or_init(|| rendering.into());
         }
         Dictionaries::get()
+    }
+
+    /// The dictionary of answer texts.
+    pub fn text(&self) -> &'static [u8] {
+        self.text
+    }
+
+    /// The dictionary of renderings.
+    pub fn rendering(&self) -> &'static [u8] {
+        self.rendering
     }
 
     /// Tells these dictionaries from others: packed forms are shared only

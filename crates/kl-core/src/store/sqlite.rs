@@ -454,7 +454,7 @@ fn write_rows(conn: &mut Connection, writes: &[Write]) -> rusqlite::Result<()> {
             }
             if kept_any {
                 tx.prepare_cached("INSERT OR IGNORE INTO dictionaries (id, text, rendering) VALUES (1, ?1, ?2)")?
-                    .execute(params![d.text, d.rendering])?;
+                    .execute(params![d.text(), d.rendering()])?;
             }
         }
     }
@@ -697,7 +697,7 @@ mod tests {
         let conn = Connection::open(dir.path().join(CACHE_FILE)).unwrap();
         let (text, rendering): (Vec<u8>, Vec<u8>) =
             conn.query_row("SELECT text, rendering FROM dictionaries", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-        assert_eq!((text.as_slice(), rendering.as_slice()), (d.text, d.rendering));
+        assert_eq!((text.as_slice(), rendering.as_slice()), (d.text(), d.rendering()));
         assert!(!c.has_warned());
     }
 
