@@ -138,30 +138,29 @@ pub fn output(style: Style, default_target: &str, ecs: &Ecs, items: &[Item<'_>])
 pub fn members(style: Style, default_target: &str, ecs: &Ecs, items: &[Item<'_>]) -> Vec<u8> {
     if let [item] = items {
         let fields = crate::render(item.function, item.outcome);
-        let mut out = Vec::with_capacity(64 * fields.len());
-        match (style, item.target) {
-            (Style::Kl, None) => {
-                write_pairs(&mut out, fields.iter().map(|f| (f.name.as_str(), &f.value)));
-                return out;
-            }
-            (Style::Kl, Some(target)) => {
-                write_key(&mut out, target);
-                out.push(b'{');
-                write_pairs(&mut out, fields.iter().map(|f| (f.name.as_str(), &f.value)));
-                out.push(b'}');
-                return out;
-            }
+        // Where the fields go (flat, or under a key), and by which name.
+        let placed = match (style, item.target) {
+            (Style::Kl, target) => Some((target, false)),
             // Two fields with one snake_case name would make one member.
             (Style::Nested, target)
                 if !fields.iter().enumerate().any(|(i, f)| fields[..i].iter().any(|g| g.snake == f.snake)) =>
             {
-                write_key(&mut out, target.unwrap_or(default_target));
-                out.push(b'{');
-                write_pairs(&mut out, fields.iter().map(|f| (f.snake.as_str(), &f.value)));
-                out.push(b'}');
-                return out;
+                Some((Some(target.unwrap_or(default_target)), true))
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some((under, snake)) = placed {
+            let mut out = Vec::with_capacity(64 * fields.len());
+            if let Some(key) = under {
+                write_key(&mut out, key);
+                out.push(b'{');
+            }
+            let names = fields.iter().map(|f| if snake { f.snake.as_str() } else { f.name.as_str() });
+            write_pairs(&mut out, names.zip(fields.iter().map(|f| &f.value)));
+            if under.is_some() {
+                out.push(b'}');
+            }
+            return out;
         }
     }
     crate::event::members(&output(style, default_target, ecs, items).members)
